@@ -1,0 +1,65 @@
+"""The engine interface every try-on engine implements (AnyDoor, preview)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tryon.types import Box, Category
+
+#: Called after each denoising step (or stage) with (step_index_1_based, total_steps).
+ProgressCallback = Callable[[int, int], None]
+#: Polled between steps; returning True stops the render with :class:`tryon.errors.CanceledError`.
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    num_inference_steps: int = 50
+    guidance_scale: float = 4.5
+    control_strength: float = 1.0
+    num_samples: int = 1
+    #: one seed per sample; derived by the caller (e.g. from the job id) when the client gave none
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """Inputs to an engine. Images are RGB uint8 ``(H, W, 3)``; masks bool ``(H, W)``."""
+
+    person: NDArray[np.uint8]
+    garment: NDArray[np.uint8]
+    garment_mask: NDArray[np.bool_]
+    #: where the garment goes: the box and the target mask (plain box or shape-aware)
+    box: Box
+    target_mask: NDArray[np.bool_]
+    category: Category
+    params: RenderParams = field(default_factory=RenderParams)
+    #: pose landmarks (33, 4) [x_px, y_px, z, visibility] when known (the preview engine fits to them)
+    landmarks: NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """Results, one image per sample (RGB uint8, full person size), plus reproducibility data."""
+
+    images: list[NDArray[np.uint8]]
+    seeds: list[int]
+    #: engine name, engine version, weights checksum, preprocessing version, parameters
+    record: dict[str, Any]
+
+
+class Engine(Protocol):
+    name: str
+
+    def render(
+        self,
+        request: RenderRequest,
+        *,
+        callback: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> RenderOutput: ...
