@@ -75,6 +75,8 @@ class Settings:
     default_engine: str = ""  # empty: anydoor when weights are configured, else preview
     default_steps: int = 50
     default_guidance: float = 4.5
+    #: extra engines to register, "name=module:Factory,name2=module:Factory" (plugins, test fakes)
+    extra_engines: str = ""
 
     # ----------------------------------------------------------------------------------
     @property
