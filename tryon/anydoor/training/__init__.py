@@ -1,0 +1,39 @@
+"""Training-side helpers for AnyDoor (datasets, timestep sampling)."""
+
+from __future__ import annotations
+
+from tryon.anydoor.training.data import (
+    KINDS,
+    DressCodeDataset,
+    ImageMaskDataset,
+    MixDataset,
+    Pair,
+    PairConfig,
+    PairDataset,
+    SampleRejected,
+    TrainingSample,
+    VideoDataset,
+    VitonHDDataset,
+    build_mix,
+    build_sample,
+    collate_samples,
+    sample_timestep,
+)
+
+__all__ = [
+    "KINDS",
+    "DressCodeDataset",
+    "ImageMaskDataset",
+    "MixDataset",
+    "Pair",
+    "PairConfig",
+    "PairDataset",
+    "SampleRejected",
+    "TrainingSample",
+    "VideoDataset",
+    "VitonHDDataset",
+    "build_mix",
+    "build_sample",
+    "collate_samples",
+    "sample_timestep",
+]
