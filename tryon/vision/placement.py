@@ -1,0 +1,483 @@
+"""Where a garment goes: the target box for one garment category, computed from a pose.
+
+The box is what AnyDoor repaints, so its extent decides garment length and width. The rules
+are fixed fractions of body measures taken from the landmarks (shoulder width, torso length,
+hip width, thigh length), listed in :data:`PLACEMENT_TABLE` (rendered into docs/vision.md by
+:func:`placement_table_markdown`). Boxes assume an upright person facing or turned partly
+towards the camera.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tryon.errors import InvalidInputError, PoseNotUsableError
+from tryon.types import Box, Category, GarmentLength
+from tryon.vision.pose import LANDMARK_NAMES, PoseLandmark, PoseResult
+
+L = PoseLandmark
+SHOULDERS = (int(L.LEFT_SHOULDER), int(L.RIGHT_SHOULDER))
+ELBOWS = (int(L.LEFT_ELBOW), int(L.RIGHT_ELBOW))
+HIPS = (int(L.LEFT_HIP), int(L.RIGHT_HIP))
+KNEES = (int(L.LEFT_KNEE), int(L.RIGHT_KNEE))
+ANKLES = (int(L.LEFT_ANKLE), int(L.RIGHT_ANKLE))
+CHIN_FLOOR = (int(L.MOUTH_LEFT), int(L.MOUTH_RIGHT), int(L.LEFT_EAR), int(L.RIGHT_EAR))
+
+# --- rule constants (all fractions of a body measure; see PLACEMENT_TABLE) -----------------
+#: torso length (shoulder mid to hip mid) per shoulder width, used when hips are out of view
+TORSO_PER_SHOULDER = 1.4
+#: a missing elbow is replaced by a point this many shoulder widths outside its shoulder
+ARM_PER_SHOULDER = 0.25
+#: shin length per thigh length, used when an ankle is out of view
+SHIN_PER_THIGH = 1.0
+
+
+@dataclass(frozen=True)
+class _TorsoRule:
+    top: float  # torso lengths above the highest shoulder
+    side: float  # shoulder widths beyond the outermost shoulder/elbow/hip
+    bottom: Mapping[str, float]  # torso lengths below the shoulder line, per length
+
+
+UPPER = _TorsoRule(top=0.15, side=0.10, bottom={"cropped": 0.75, "regular": 1.12, "long": 1.40})
+OUTER = _TorsoRule(top=0.20, side=0.22, bottom={"cropped": 1.12, "regular": 1.45, "long": 2.20})
+#: lower body: waist this many thigh lengths above the highest hip
+LOWER_WAIST = 0.30
+#: lower body: sides this many hip widths beyond the outermost hip/knee/ankle
+LOWER_SIDE = 0.45
+#: lower body: (reference, thigh lengths below it) per length
+LOWER_BOTTOM: Mapping[str, tuple[str, float]] = {
+    "cropped": ("knees", 0.10),
+    "regular": ("ankles", 0.10),
+    "long": ("ankles", 0.25),
+}
+#: dress: sides of the skirt this many hip widths beyond the outermost hip/knee/ankle
+DRESS_SIDE = 0.60
+DRESS_BOTTOM: Mapping[str, tuple[str, float]] = {
+    "cropped": ("knees", -0.15),
+    "regular": ("knees", 0.20),
+    "long": ("ankles", 0.10),
+}
+
+
+@dataclass(frozen=True)
+class PlacementRule:
+    """Human-readable statement of one category's rule (the numbers are the constants above)."""
+
+    category: Category
+    required: tuple[int, ...]
+    top: str
+    bottom: Mapping[str, str]
+    sides: str
+    float_length: str
+
+
+def _pct(v: float) -> str:
+    return f"{v:g}"
+
+
+PLACEMENT_TABLE: Mapping[Category, PlacementRule] = {
+    Category.UPPER_BODY: PlacementRule(
+        category=Category.UPPER_BODY,
+        required=SHOULDERS,
+        top=(
+            f"highest shoulder − {_pct(UPPER.top)}·T, but not above the mouth corners or ears "
+            "(T = torso length, shoulder mid to hip mid; "
+            f"{_pct(TORSO_PER_SHOULDER)}·shoulder width when the hips are out of view)"
+        ),
+        bottom={k: f"shoulder line + {_pct(v)}·T" for k, v in UPPER.bottom.items()},
+        sides=(
+            f"outermost of shoulders, elbows and hips ± {_pct(UPPER.side)}·shoulder width; a "
+            f"hidden elbow counts as a point {_pct(ARM_PER_SHOULDER)}·shoulder width outside "
+            "its shoulder"
+        ),
+        float_length="shoulder line + r·(regular bottom − shoulder line)",
+    ),
+    Category.OUTERWEAR: PlacementRule(
+        category=Category.OUTERWEAR,
+        required=SHOULDERS,
+        top=f"as upper_body with {_pct(OUTER.top)}·T above the highest shoulder",
+        bottom={k: f"shoulder line + {_pct(v)}·T" for k, v in OUTER.bottom.items()},
+        sides=f"as upper_body with ± {_pct(OUTER.side)}·shoulder width",
+        float_length="shoulder line + r·(regular bottom − shoulder line)",
+    ),
+    Category.LOWER_BODY: PlacementRule(
+        category=Category.LOWER_BODY,
+        required=HIPS + KNEES,
+        top=f"waist: highest hip − {_pct(LOWER_WAIST)}·thigh (thigh = hip mid to knee mid)",
+        bottom={k: f"lowest {ref} + {_pct(v)}·thigh" for k, (ref, v) in LOWER_BOTTOM.items()},
+        sides=(
+            f"outermost of hips, knees and ankles ± {_pct(LOWER_SIDE)}·hip width; a hidden "
+            f"ankle is its knee + {_pct(SHIN_PER_THIGH)}·(knee − hip)"
+        ),
+        float_length="waist + r·(regular bottom − waist)",
+    ),
+    Category.DRESS: PlacementRule(
+        category=Category.DRESS,
+        required=SHOULDERS + HIPS + KNEES,
+        top="as upper_body",
+        bottom={
+            k: f"lowest {ref} {'+' if v >= 0 else '−'} {_pct(abs(v))}·thigh"
+            for k, (ref, v) in DRESS_BOTTOM.items()
+        },
+        sides=(
+            "union of the upper_body sides and the outermost of hips, knees (and ankles when "
+            f"long) ± {_pct(DRESS_SIDE)}·hip width"
+        ),
+        float_length="shoulder line + r·(regular bottom − shoulder line)",
+    ),
+}
+
+OFFSET_KEYS = ("left", "top", "right", "bottom")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Target box for one garment on one photo.
+
+    ``box``: pixel box in the photo, already clipped to it. ``rule``: which rule and landmarks
+    produced it (``"explicit"`` for a caller's box). ``length``: the garment length used (a
+    :class:`GarmentLength` value or a float ratio). ``clipped``: the rule's box reached past the
+    image edge and was cut (e.g. hips below the frame).
+    """
+
+    box: Box
+    category: Category
+    rule: str
+    length: str | float
+    clipped: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": self.box.as_list(),
+            "category": str(self.category),
+            "rule": self.rule,
+            "length": self.length,
+            "clipped": self.clipped,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Placement:
+        try:
+            x1, y1, x2, y2 = (int(v) for v in data["box"])
+            length = data.get("length", "regular")
+            return cls(
+                box=Box(x1, y1, x2, y2),
+                category=Category(data["category"]),
+                rule=str(data["rule"]),
+                length=float(length) if isinstance(length, int | float) else str(length),
+                clipped=bool(data.get("clipped", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"not a placement dict: {exc}") from exc
+
+
+def _category(category: Category | str) -> Category:
+    try:
+        return Category(category)
+    except ValueError:
+        raise InvalidInputError(
+            f"category must be one of {[c.value for c in Category]}, got {category!r}",
+            field="category",
+        ) from None
+
+
+def _length(length: GarmentLength | str | float) -> str | float:
+    if isinstance(length, bool):
+        raise InvalidInputError(f"length must be a GarmentLength or a ratio, got {length!r}")
+    if isinstance(length, int | float):
+        ratio = float(length)
+        if not (math.isfinite(ratio) and 0.2 <= ratio <= 3.0):
+            raise InvalidInputError(
+                f"length ratio must be between 0.2 and 3.0, got {length!r}", field="length"
+            )
+        return ratio
+    try:
+        return GarmentLength(length).value
+    except ValueError:
+        raise InvalidInputError(
+            f"length must be one of {[g.value for g in GarmentLength]} or a ratio, got {length!r}",
+            field="length",
+        ) from None
+
+
+def required_landmarks(category: Category | str) -> tuple[int, ...]:
+    """Landmark indices that must be visible for ``category``'s rule."""
+    return PLACEMENT_TABLE[_category(category)].required
+
+
+def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return math.hypot(a[0] - b[0], a[1] - b[1])
+
+
+def _mid(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+
+
+class _Geometry:
+    """Body measures from one pose; records which landmarks were used or estimated."""
+
+    def __init__(self, pose: PoseResult, min_visibility: float) -> None:
+        self.pose = pose
+        self.min_visibility = min_visibility
+        self.used: list[int] = []
+        self.estimated: list[str] = []
+
+    def vis(self, idx: int) -> bool:
+        return self.pose.visible(idx, self.min_visibility)
+
+    def pt(self, idx: int) -> tuple[float, float]:
+        if idx not in self.used:
+            self.used.append(idx)
+        return self.pose.xy(idx)
+
+    # upper body ----------------------------------------------------------------------
+    def torso(self) -> tuple[float, float, float, list[tuple[float, float]]]:
+        """(shoulder line y, highest shoulder y, torso length T, side points)."""
+        ls, rs = self.pt(SHOULDERS[0]), self.pt(SHOULDERS[1])
+        sw = max(_dist(ls, rs), 1.0)
+        smid = _mid(ls, rs)
+        points = [ls, rs]
+        if all(self.vis(i) for i in HIPS):
+            lh, rh = self.pt(HIPS[0]), self.pt(HIPS[1])
+            torso = max(_dist(smid, _mid(lh, rh)), 0.5 * sw)
+            points += [lh, rh]
+        else:
+            torso = TORSO_PER_SHOULDER * sw
+            self.estimated.append("hips (from shoulder width)")
+        for elbow, shoulder in zip(ELBOWS, (ls, rs), strict=True):
+            if self.vis(elbow):
+                points.append(self.pt(elbow))
+            else:
+                outward = 1.0 if shoulder[0] >= smid[0] else -1.0
+                points.append((shoulder[0] + outward * ARM_PER_SHOULDER * sw, shoulder[1]))
+                self.estimated.append(f"{LANDMARK_NAMES[elbow]} (beside its shoulder)")
+        return smid[1], min(ls[1], rs[1]), torso, points
+
+    def top_edge(self, highest_shoulder: float, torso: float, frac: float) -> float:
+        top = highest_shoulder - frac * torso
+        floor = [self.pt(i)[1] for i in CHIN_FLOOR if self.vis(i)]
+        if floor:
+            top = max(top, max(floor))
+        return min(top, highest_shoulder)
+
+    # lower body ----------------------------------------------------------------------
+    def legs(
+        self, with_ankles: bool
+    ) -> tuple[float, float, float, float, float, list[tuple[float, float]]]:
+        """(highest hip y, lowest knee y, lowest ankle y, thigh length, hip width, side points)."""
+        lh, rh = self.pt(HIPS[0]), self.pt(HIPS[1])
+        lk, rk = self.pt(KNEES[0]), self.pt(KNEES[1])
+        hw = max(_dist(lh, rh), 1.0)
+        thigh = max(_dist(_mid(lh, rh), _mid(lk, rk)), hw)
+        points = [lh, rh, lk, rk]
+        ankles: list[tuple[float, float]] = []
+        for ankle, knee, hip in zip(ANKLES, (lk, rk), (lh, rh), strict=True):
+            if self.vis(ankle):
+                ankles.append(self.pose.xy(ankle))
+                if with_ankles:
+                    self.pt(ankle)
+            else:
+                ankles.append(
+                    (
+                        knee[0] + SHIN_PER_THIGH * (knee[0] - hip[0]),
+                        knee[1] + SHIN_PER_THIGH * (knee[1] - hip[1]),
+                    )
+                )
+                if with_ankles:
+                    self.estimated.append(f"{LANDMARK_NAMES[ankle]} (from knee and hip)")
+        if with_ankles:
+            points += ankles
+        return (
+            min(lh[1], rh[1]),
+            max(lk[1], rk[1]),
+            max(a[1] for a in ankles),
+            thigh,
+            hw,
+            points,
+        )
+
+    def rule(self, category: Category, length: str | float) -> str:
+        label = length if isinstance(length, str) else f"ratio {length:g}"
+        names = ",".join(LANDMARK_NAMES[i] for i in sorted(self.used))
+        text = f"{category.value}/{label} from {names}"
+        if self.estimated:
+            text += "; estimated " + ", ".join(self.estimated)
+        return text
+
+
+def _ratio_bottom(anchor: float, regular: float, length: str | float) -> float:
+    return anchor + float(length) * (regular - anchor)
+
+
+def _upper(
+    g: _Geometry, rule: _TorsoRule, length: str | float
+) -> tuple[float, float, float, float]:
+    shoulder_y, highest, torso, points = g.torso()
+    sw = max(_dist(g.pose.xy(SHOULDERS[0]), g.pose.xy(SHOULDERS[1])), 1.0)
+    top = g.top_edge(highest, torso, rule.top)
+    if isinstance(length, str):
+        bottom = shoulder_y + rule.bottom[length] * torso
+    else:
+        bottom = _ratio_bottom(shoulder_y, shoulder_y + rule.bottom["regular"] * torso, length)
+    xs = [p[0] for p in points]
+    return min(xs) - rule.side * sw, top, max(xs) + rule.side * sw, bottom
+
+
+def _leg_bottom(
+    table: Mapping[str, tuple[str, float]], key: str, knee: float, ankle: float, thigh: float
+) -> float:
+    ref, frac = table[key]
+    return (knee if ref == "knees" else ankle) + frac * thigh
+
+
+def _lower(g: _Geometry, length: str | float) -> tuple[float, float, float, float]:
+    key = length if isinstance(length, str) else "regular"
+    with_ankles = LOWER_BOTTOM[key][0] == "ankles"
+    hip_y, knee_y, ankle_y, thigh, hw, points = g.legs(with_ankles)
+    top = hip_y - LOWER_WAIST * thigh
+    bottom = _leg_bottom(LOWER_BOTTOM, key, knee_y, ankle_y, thigh)
+    if not isinstance(length, str):
+        bottom = _ratio_bottom(top, bottom, length)
+    xs = [p[0] for p in points]
+    return min(xs) - LOWER_SIDE * hw, top, max(xs) + LOWER_SIDE * hw, bottom
+
+
+def _dress(g: _Geometry, length: str | float) -> tuple[float, float, float, float]:
+    x1, top, x2, _ = _upper(g, UPPER, "regular")
+    shoulder_y = (g.pose.xy(SHOULDERS[0])[1] + g.pose.xy(SHOULDERS[1])[1]) / 2
+    key = length if isinstance(length, str) else "regular"
+    with_ankles = DRESS_BOTTOM[key][0] == "ankles"
+    _, knee_y, ankle_y, thigh, hw, points = g.legs(with_ankles)
+    bottom = _leg_bottom(DRESS_BOTTOM, key, knee_y, ankle_y, thigh)
+    if not isinstance(length, str):
+        bottom = _ratio_bottom(shoulder_y, bottom, length)
+    xs = [p[0] for p in points]
+    return min(x1, min(xs) - DRESS_SIDE * hw), top, max(x2, max(xs) + DRESS_SIDE * hw), bottom
+
+
+def _apply_offsets(
+    edges: tuple[float, float, float, float], offsets: Mapping[str, int] | None
+) -> tuple[float, float, float, float]:
+    if not offsets:
+        return edges
+    unknown = set(offsets) - set(OFFSET_KEYS)
+    if unknown:
+        raise InvalidInputError(
+            f"offsets keys must be among {list(OFFSET_KEYS)}, got {sorted(unknown)}",
+            field="offsets",
+        )
+    o = {k: int(offsets.get(k, 0)) for k in OFFSET_KEYS}
+    x1, y1, x2, y2 = edges
+    return x1 - o["left"], y1 - o["top"], x2 + o["right"], y2 + o["bottom"]
+
+
+def _finish(
+    edges: tuple[float, float, float, float], image_size: tuple[int, int]
+) -> tuple[Box, bool]:
+    w, h = image_size
+    raw = Box(math.floor(edges[0]), math.floor(edges[1]), math.ceil(edges[2]), math.ceil(edges[3]))
+    clipped = raw.x1 < 0 or raw.y1 < 0 or raw.x2 > w or raw.y2 > h
+    return raw.clip(w, h), clipped
+
+
+def missing_landmarks(
+    pose: PoseResult, category: Category | str, min_visibility: float = 0.5
+) -> list[str]:
+    """Names of ``category``'s required landmarks that are not visible in ``pose``."""
+    return [
+        LANDMARK_NAMES[i]
+        for i in required_landmarks(category)
+        if not pose.visible(i, min_visibility)
+    ]
+
+
+def compute_placement(
+    pose: PoseResult,
+    category: Category | str,
+    *,
+    length: GarmentLength | str | float = "regular",
+    offsets: Mapping[str, int] | None = None,
+    explicit_box: Box | None = None,
+    min_visibility: float = 0.5,
+) -> Placement:
+    """Target box for a ``category`` garment on the person in ``pose``.
+
+    ``length``: ``cropped``/``regular``/``long``, or a float ratio ``r`` in [0.2, 3] that moves
+    the lower edge to ``anchor + r·(regular lower edge − anchor)`` (see :data:`PLACEMENT_TABLE`).
+    ``offsets``: pixels to grow each edge (``left``/``top``/``right``/``bottom``; negative
+    shrinks). ``explicit_box``: use this box instead of the rule (offsets still apply); the pose
+    then only supplies the image size. The result is clipped to the image.
+
+    Raises PoseNotUsableError (``details["missing"]`` names the landmarks) when a required
+    landmark has visibility below ``min_visibility`` or lies outside the image, or when the box
+    is empty after clipping; InvalidInputError for a bad category, length, offset or box.
+    """
+    # 1. Check inputs
+    cat = _category(category)
+    length_value = _length(length)
+    w, h = pose.image_size
+
+    # 2. Explicit box: the caller decided
+    if explicit_box is not None:
+        edges = _apply_offsets(
+            (explicit_box.x1, explicit_box.y1, explicit_box.x2, explicit_box.y2), offsets
+        )
+        box, clipped = _finish(edges, (w, h))
+        if box.is_empty():
+            raise InvalidInputError(
+                f"explicit_box {explicit_box.as_list()} does not overlap the {w}x{h} image",
+                field="box",
+            )
+        return Placement(box, cat, "explicit", length_value, clipped)
+
+    # 3. Required landmarks
+    missing = missing_landmarks(pose, cat, min_visibility)
+    if missing:
+        pretty = ", ".join(m.replace("_", " ") for m in missing)
+        raise PoseNotUsableError(
+            f"A {cat.value.replace('_', ' ')} garment needs these body parts clearly in view, "
+            f"and they are not: {pretty}. Take a photo facing the camera with them visible.",
+            missing=missing,
+            category=cat.value,
+        )
+
+    # 4. Rule
+    g = _Geometry(pose, min_visibility)
+    if cat is Category.UPPER_BODY:
+        edges = _upper(g, UPPER, length_value)
+    elif cat is Category.OUTERWEAR:
+        edges = _upper(g, OUTER, length_value)
+    elif cat is Category.LOWER_BODY:
+        edges = _lower(g, length_value)
+    else:
+        edges = _dress(g, length_value)
+
+    # 5. Offsets, clip
+    box, clipped = _finish(_apply_offsets(edges, offsets), (w, h))
+    if box.is_empty():
+        raise PoseNotUsableError(
+            "The garment area falls outside the photo: take a photo with your body in view.",
+            missing=[],
+            category=cat.value,
+        )
+    return Placement(box, cat, g.rule(cat, length_value), length_value, clipped)
+
+
+def placement_table_markdown() -> str:
+    """The placement rules as a markdown table (for docs/vision.md)."""
+    lines = [
+        "| category | required landmarks | top edge | bottom edge (cropped / regular / long) "
+        "| sides | float length r |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cat, rule in PLACEMENT_TABLE.items():
+        req = ", ".join(LANDMARK_NAMES[i] for i in rule.required)
+        bottom = " / ".join(rule.bottom[k] for k in ("cropped", "regular", "long"))
+        lines.append(
+            f"| {cat.value} | {req} | {rule.top} | {bottom} | {rule.sides} | {rule.float_length} |"
+        )
+    return "\n".join(lines)
