@@ -144,6 +144,15 @@ class EngineUnavailableError(TryOnError):
     default_message = "That engine is not available on this deployment."
 
 
+class NumericalError(TryOnError):
+    code = "numerical_error"
+    http_status = 500
+    default_message = (
+        "The model produced invalid values (NaN or infinity); retry, or run it in bfloat16 or "
+        "float32 instead of float16."
+    )
+
+
 class CanceledError(TryOnError):
     code = "canceled"
     http_status = 409
@@ -208,6 +217,41 @@ class ServiceUnavailableError(TryOnError):
     transient = True
     default_message = "The service is temporarily unavailable: retry shortly."
 
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    code = "database_unavailable"
+    default_message = "The database is temporarily unavailable: retry shortly."
+
+
+class PayloadTooLargeError(TryOnError):
+    code = "payload_too_large"
+    http_status = 413
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaTypeError(TryOnError):
+    code = "unsupported_media_type"
+    http_status = 415
+    default_message = "Unsupported Content-Type for this endpoint."
+
+
+class IdempotencyMismatchError(TryOnError):
+    code = "idempotency_mismatch"
+    http_status = 422
+    default_message = "This Idempotency-Key was already used with a different request body."
+
+
+class IdempotencyInFlightError(TryOnError):
+    code = "idempotency_in_flight"
+    http_status = 409
+    default_message = "A request with this Idempotency-Key is still being processed: retry shortly."
+
+
+class TooManyOpenJobsError(TryOnError):
+    code = "too_many_open_jobs"
+    http_status = 429
+    default_message = "Too many try-ons are queued or running: wait for one to finish."
 
 def all_error_classes() -> list[type[TryOnError]]:
     """Every concrete error class (for docs and the README error table)."""

@@ -1,0 +1,64 @@
+"""Photo pre-flight analysis in a separate process, so the web process never imports MediaPipe.
+
+The pool is created on the first analysis (spawned, never forked: a forked copy of a threaded
+web worker can deadlock) and shut down with the app. Each pool process builds its MediaPipe
+graphs once (``tryon.vision.analysis`` caches them per process).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from tryon.errors import ServiceUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def _run_analysis(image_bytes: bytes, categories: list[str] | None) -> dict[str, Any]:
+    """Pool entry point (imports the vision stack in the pool process only)."""
+    from tryon.vision.analysis import analyze_photo_json
+
+    return analyze_photo_json(image_bytes, categories)
+
+
+class PoolAnalyzer:
+    """``analyzer(image_bytes, categories) -> analysis dict`` backed by a spawn process pool."""
+
+    def __init__(self, max_workers: int = 1, timeout_s: float = 120.0) -> None:
+        self.max_workers = max_workers
+        self.timeout_s = timeout_s
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.max_workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            return self._pool
+
+    def __call__(self, image_bytes: bytes, categories: Iterable[str] | None = None) -> dict[str, Any]:
+        cats = None if categories is None else [str(c) for c in categories]
+        future = self._executor().submit(_run_analysis, image_bytes, cats)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ServiceUnavailableError("Photo analysis timed out: retry shortly.") from None
+        except concurrent.futures.process.BrokenProcessPool:
+            log.error("analysis pool broke; recreating it on the next call")
+            with self._lock:
+                self._pool = None
+            raise ServiceUnavailableError("Photo analysis is unavailable: retry shortly.") from None
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None

@@ -1,0 +1,1 @@
+"""API blueprints, one per area."""

@@ -1,0 +1,73 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from tryon.types import Role
+from web.api.common import AUTH_DOC
+from web.auth import roles
+from web.schemas import HealthOut
+from web.services import services
+
+log = logging.getLogger(__name__)
+bp = APIBlueprint("health", __name__, tag="Health")
+
+
+@bp.get("/healthz")
+@bp.output(HealthOut)
+def healthz() -> dict[str, Any]:
+    """Liveness: the process answers."""
+    return {"status": "ok", "checks": {}}
+
+
+def _check_database() -> str:
+    try:
+        with services().session_factory() as s:
+            s.execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+        log.warning("readyz: database unreachable: %s", type(exc).__name__)
+        return "unreachable"
+
+
+def _check_broker() -> str:
+    probe = current_app.config.get("TRYON_BROKER_PROBE")
+    try:
+        if probe is not None:
+            probe()
+        else:
+            from kombu import Connection
+
+            with Connection(services().settings.resolved_broker_url, connect_timeout=2) as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        log.warning("readyz: broker unreachable: %s", type(exc).__name__)
+        return "unreachable"
+
+
+@bp.get("/readyz")
+@bp.output(HealthOut)
+@bp.doc(responses={503: "The database or the broker is unreachable"})
+def readyz() -> Any:
+    """Readiness: the database and the broker are reachable (503 otherwise)."""
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    ok = all(v == "ok" for v in checks.values())
+    headers = {} if ok else {"Retry-After": "5"}
+    return {"status": "ok" if ok else "unavailable", "checks": checks}, (200 if ok else 503), headers
+
+
+@bp.get("/metrics")
+@bp.doc(**AUTH_DOC, responses={200: "Prometheus text format"})
+@roles(Role.OPS)
+def metrics() -> Response:
+    """Prometheus metrics (ops keys only)."""
+    registry = current_app.extensions["tryon_metrics"].registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST.split(";")[0])

@@ -1,0 +1,187 @@
+"""`tryon db|accounts|keys`: schema migrations and credentials, run by an operator.
+
+Migrations are applied only here (and by the one-shot ``migrate`` service in
+docker-compose), never when the web app or a worker starts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tryon.cli import fail
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Any:
+    """An Alembic Config pointing at ``migrations/`` and ``url``."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolation: a literal % in a password must be doubled
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str = "-1") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    from tryon.records.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def _url(url: str | None) -> str:
+    if url:
+        return url
+    from tryon.config import load_settings
+
+    return load_settings().resolved_database_url
+
+
+def _session_factory(url: str | None) -> Any:
+    from tryon.records.db import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(_url(url)))
+
+
+url_option = click.option(
+    "--url", envvar=None, default=None, help="Database URL (default: TRYON_DATABASE_URL or SQLite)."
+)
+
+
+@click.group()
+def db() -> None:
+    """Database schema migrations (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@url_option
+def db_upgrade(revision: str, url: str | None) -> None:
+    """Apply migrations up to REVISION."""
+    try:
+        upgrade(_url(url), revision)
+        click.echo(f"database at {current_revision(_url(url))}")
+    except Exception as exc:  # noqa: BLE001 - the CLI edge maps every failure to an exit code
+        fail(exc)
+
+
+@db.command("downgrade")
+@click.option("--revision", default="-1", show_default=True, help="Target, e.g. -1 or base.")
+@url_option
+def db_downgrade(revision: str, url: str | None) -> None:
+    """Revert migrations down to REVISION."""
+    try:
+        downgrade(_url(url), revision)
+        click.echo(f"database at {current_revision(_url(url)) or 'base'}")
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+
+
+@db.command("current")
+@url_option
+def db_current(url: str | None) -> None:
+    """Print the current revision and the head revision."""
+    try:
+        cur = current_revision(_url(url))
+        head = head_revision()
+        click.echo(f"current: {cur or 'base'}\nhead: {head}")
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+
+
+@click.group()
+def accounts() -> None:
+    """Accounts (shopper, merchant, ops)."""
+
+
+@accounts.command("create")
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice(["shopper", "merchant", "ops"]))
+@url_option
+def accounts_create(name: str, role: str, url: str | None) -> None:
+    """Create an account and print its id."""
+    from tryon.records.accounts import create_account
+    from tryon.records.db import session_scope
+
+    try:
+        with session_scope(_session_factory(url)) as session:
+            account = create_account(session, name=name, role=role)
+            account_id = account.id
+        click.echo(account_id)
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+
+
+@click.group()
+def keys() -> None:
+    """API keys (stored hashed; the plaintext is printed once)."""
+
+
+@keys.command("create")
+@click.option("--account", "account_id", required=True, help="Account id.")
+@click.option("--expires-days", type=click.IntRange(min=1), default=None)
+@url_option
+def keys_create(account_id: str, expires_days: int | None, url: str | None) -> None:
+    """Create a key and print it once: `<key id> <plaintext>`."""
+    from tryon.records.accounts import create_api_key
+    from tryon.records.db import session_scope
+
+    try:
+        with session_scope(_session_factory(url)) as session:
+            new = create_api_key(
+                session,
+                account_id=account_id,
+                expires_in=timedelta(days=expires_days) if expires_days else None,
+            )
+        click.echo(f"key id: {new.id}", err=True)
+        click.echo("store this key now; it cannot be shown again", err=True)
+        click.echo(new.plaintext)
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@url_option
+def keys_revoke(key_id: str, url: str | None) -> None:
+    """Revoke the key KEY_ID (requests with it then answer 401)."""
+    from tryon.records.accounts import revoke_api_key
+    from tryon.records.db import session_scope
+
+    try:
+        with session_scope(_session_factory(url)) as session:
+            revoke_api_key(session, key_id)
+        click.echo(f"revoked {key_id}")
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)

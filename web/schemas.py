@@ -1,0 +1,169 @@
+"""Request and response schemas (marshmallow, through APIFlask): they drive validation and the
+OpenAPI document."""
+
+from __future__ import annotations
+
+from apiflask import Schema
+from apiflask.fields import (
+    Boolean,
+    Dict,
+    File,
+    Float,
+    Integer,
+    List,
+    Nested,
+    Raw,
+    String,
+)
+from apiflask.validators import Length, OneOf, Range
+
+from tryon.types import Category, GarmentLength, JobStatus
+
+CATEGORIES = [c.value for c in Category]
+LENGTHS = [g.value for g in GarmentLength]
+MAX_SEED = 2**31 - 1
+
+
+class ErrorDetail(Schema):
+    code = String(required=True, metadata={"description": "Stable machine-readable code."})
+    message = String(required=True)
+    details = Raw()
+
+
+class ErrorOut(Schema):
+    error = Nested(ErrorDetail, required=True)
+
+
+class PageQuery(Schema):
+    limit = Integer(load_default=20, validate=Range(1, 100))
+    cursor = String(load_default=None, validate=Length(max=200))
+
+
+# --- garments --------------------------------------------------------------------------
+class GarmentIn(Schema):
+    image = File(required=True, metadata={"description": "JPEG, PNG (transparency kept) or WebP."})
+    mask = File(load_default=None, metadata={"description": "Optional garment mask (white = garment)."})
+    category = String(required=True, validate=OneOf(CATEGORIES))
+    length = String(load_default=GarmentLength.REGULAR.value, validate=OneOf(LENGTHS))
+    name = String(load_default="", validate=Length(max=200))
+    sku = String(load_default=None, validate=Length(max=100))
+
+
+class GarmentOut(Schema):
+    id = String()
+    name = String()
+    sku = String(allow_none=True)
+    category = String()
+    length = String()
+    width = Integer()
+    height = Integer()
+    mask_source = String()
+    mask_score = Float()
+    image_sha256 = String()
+    created_at = String(allow_none=True, metadata={"format": "date-time"})
+
+
+class GarmentPage(Schema):
+    items = List(Nested(GarmentOut))
+    next_cursor = String(allow_none=True)
+
+
+# --- photos ------------------------------------------------------------------------------
+class PhotoIn(Schema):
+    image = File(required=True, metadata={"description": "JPEG, PNG or WebP; HEIC is refused (415)."})
+    consent = Boolean(
+        required=True,
+        metadata={"description": "Must be true: the shopper agrees to the photo being processed."},
+    )
+
+
+class PhotoOut(Schema):
+    id = String()
+    width = Integer()
+    height = Integer()
+    verdicts = Dict(keys=String(), values=String(allow_none=True))
+    usable_categories = List(String())
+    placements = Dict(keys=String(), values=Raw())
+    consent_at = String(allow_none=True, metadata={"format": "date-time"})
+    created_at = String(allow_none=True, metadata={"format": "date-time"})
+
+
+class PhotoPage(Schema):
+    items = List(Nested(PhotoOut))
+    next_cursor = String(allow_none=True)
+
+
+class PlacementQuery(Schema):
+    category = String(required=True, validate=OneOf(CATEGORIES))
+
+
+# --- try-ons -------------------------------------------------------------------------------
+class TryOnIn(Schema):
+    photo_id = String(required=True, validate=Length(equal=32))
+    garment_id = String(required=True, validate=Length(equal=32))
+    engine = String(load_default=None, validate=Length(max=32))
+    num_samples = Integer(load_default=1, validate=Range(1, 4))
+    seed = Integer(load_default=None, allow_none=True, validate=Range(0, MAX_SEED))
+    steps = Integer(load_default=None, allow_none=True, validate=Range(1, 200))
+    guidance = Float(load_default=None, allow_none=True, validate=Range(0.0, 30.0))
+    box = List(Integer(), load_default=None, allow_none=True, validate=Length(equal=4),
+               metadata={"description": "Placement override [x1, y1, x2, y2), photo pixels."})
+    webhook_url = String(load_default=None, allow_none=True, validate=Length(max=2000))
+
+
+class ResultOut(Schema):
+    index = Integer()
+    url = String(metadata={"description": "Signed URL, valid for `url_expires_in` seconds."})
+    url_expires_in = Integer()
+    owner_url = String(metadata={"description": "Same image, for the owner's API key."})
+    seed = Integer()
+    width = Integer()
+    height = Integer()
+    sha256 = String()
+
+
+class TryOnOut(Schema):
+    id = String()
+    status = String(validate=OneOf([s.value for s in JobStatus]))
+    stage = String()
+    progress = Float(metadata={"description": "Percent, 0-100."})
+    engine = String()
+    queue = String()
+    photo_id = String()
+    garment_id = String()
+    params = Dict()
+    attempt = Integer()
+    max_attempts = Integer()
+    error = Nested(ErrorDetail, allow_none=True)
+    timings = Dict()
+    results = List(Nested(ResultOut))
+    created_at = String(allow_none=True, metadata={"format": "date-time"})
+    started_at = String(allow_none=True, metadata={"format": "date-time"})
+    finished_at = String(allow_none=True, metadata={"format": "date-time"})
+
+
+class TryOnPage(Schema):
+    items = List(Nested(TryOnOut))
+    next_cursor = String(allow_none=True)
+
+
+class JobsQuery(PageQuery):
+    status = String(load_default="failed", validate=OneOf([s.value for s in JobStatus]))
+
+
+class QueuesOut(Schema):
+    counts = Dict()
+    by_queue = Dict()
+    oldest_queued_age_s = Float(allow_none=True)
+    oldest_running_age_s = Float(allow_none=True)
+    broker = Dict()
+
+
+class WorkersOut(Schema):
+    workers = List(Dict())
+    timeout_s = Float()
+
+
+class HealthOut(Schema):
+    status = String()
+    checks = Dict()

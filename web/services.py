@@ -1,0 +1,54 @@
+"""Per-app services (database, storage, publisher, analyzer) and the per-request session."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app, g
+from sqlalchemy.orm import Session, sessionmaker
+
+from tryon.config import Settings
+from tryon.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a view needs besides the request. One instance per app."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    storage: Storage
+    publisher: Any  # web.publisher.Publisher protocol
+    analyzer: Any  # callable(image_bytes, categories) -> analysis dict
+    secret_key: str
+    webhook_resolver: Any = None
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["tryon"]
+    return svc
+
+
+def db_session() -> Session:
+    """The request's session, opened on first use and closed at teardown."""
+    session: Session | None = g.get("db_session")
+    if session is None:
+        session = services().session_factory()
+        g.db_session = session
+    return session
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        try:
+            session.rollback()  # anything the view did not commit is dropped
+        finally:
+            session.close()
