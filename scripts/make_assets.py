@@ -1,0 +1,147 @@
+"""Generate the sample assets shipped in ``tryon/assets/`` (deterministic; run from the repo root).
+
+    .venv/bin/python scripts/make_assets.py [--out tryon/assets]
+
+* ``person_astronaut.png``: scikit-image's astronaut photo (NASA, public domain), downscaled
+  from 512 to 400 px so the file stays under 300 KB.
+* ``garment_tshirt.png``, ``garment_trousers.png``, ``garment_dress.png``: flat-lay garments this
+  project draws itself (RGBA; alpha is the garment), with cylinder shading, soft folds, a fabric
+  texture and a pattern so that the warp and shading of the preview engine are visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+log = logging.getLogger("make_assets")
+
+SS = 4  # supersampling factor for smooth (anti-aliased) garment outlines
+Pattern = Callable[[NDArray[np.float32], NDArray[np.bool_], np.random.Generator], None]
+
+
+def _alpha(size: tuple[int, int], polygon: Sequence[tuple[float, float]]) -> NDArray[np.float32]:
+    w, h = size
+    big = np.zeros((h * SS, w * SS), dtype=np.uint8)
+    pts = np.round(np.array(polygon, dtype=np.float64) * SS).astype(np.int32)
+    cv2.fillPoly(big, [pts], (255,), lineType=cv2.LINE_AA)
+    small = cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32) / 255.0
+
+
+def _shade(rgb: NDArray[np.float32], alpha: NDArray[np.float32], rng: np.random.Generator,
+           folds: Sequence[float]) -> None:
+    """Multiply in cylinder shading, soft vertical folds, edge darkening and fabric noise."""
+    h, w = alpha.shape
+    x = np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :]
+    shade = 0.82 + 0.18 * np.cos(x * np.pi / 2.0)
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    for fx in folds:
+        shade = shade - 0.10 * np.exp(-(((xs - fx * w) / (0.025 * w)) ** 2))
+    edge = np.asarray(cv2.distanceTransform((alpha > 0.5).astype(np.uint8), cv2.DIST_L2, 3))
+    shade = shade * (0.85 + 0.15 * np.clip(edge / 12.0, 0.0, 1.0))
+    noise = rng.normal(0.0, 0.025, (h, w)).astype(np.float32)
+    noise = np.asarray(cv2.GaussianBlur(noise, (0, 0), 0.7), dtype=np.float32)
+    rgb *= np.clip(shade + noise, 0.0, 1.2)[..., None]
+
+
+def _tshirt(rgb: NDArray[np.float32], inside: NDArray[np.bool_], rng: np.random.Generator) -> None:
+    rgb[:] = (0.10, 0.55, 0.60)  # teal
+    rgb[200:236] = (0.95, 0.93, 0.88)  # chest band
+    rgb[244:252] = (0.95, 0.93, 0.88)
+    rgb[400:] *= 0.85  # hem
+    _shade(rgb, inside.astype(np.float32), rng, folds=(0.38, 0.6, 0.7))
+
+
+def _trousers(rgb: NDArray[np.float32], inside: NDArray[np.bool_], rng: np.random.Generator) -> None:
+    h, w = inside.shape
+    rgb[:] = (0.16, 0.25, 0.45)  # denim
+    yy, xx = np.mgrid[0:h, 0:w]
+    twill = ((xx + yy) % 6 < 2).astype(np.float32)
+    rgb *= (1.0 - 0.12 * twill)[..., None]
+    rgb[18:52] *= 0.75  # waistband
+    for x in (130, 270):  # side seams
+        rgb[52:, x - 1 : x + 2] *= 0.7
+    rgb[52:170, 198:202] *= 0.65  # fly
+    _shade(rgb, inside.astype(np.float32), rng, folds=(0.3, 0.45, 0.62, 0.75))
+
+
+def _dress(rgb: NDArray[np.float32], inside: NDArray[np.bool_], rng: np.random.Generator) -> None:
+    h, w = inside.shape
+    rgb[:] = (0.78, 0.12, 0.16)  # red
+    yy, xx = np.mgrid[0:h, 0:w]
+    row = yy // 36
+    cx = (xx + (row % 2) * 18) % 36 - 18
+    cy = yy % 36 - 18
+    dots = (cx**2 + cy**2) < 36
+    rgb[dots] = (0.97, 0.95, 0.92)
+    rgb[196:210] *= 0.7  # waist seam
+    _shade(rgb, inside.astype(np.float32), rng, folds=(0.3, 0.42, 0.58, 0.7))
+
+
+GARMENTS: dict[str, tuple[tuple[int, int], list[tuple[float, float]], Pattern]] = {
+    "garment_tshirt.png": (
+        (400, 440),
+        [(160, 30), (80, 50), (15, 140), (70, 178), (96, 138), (96, 420), (304, 420),
+         (304, 138), (330, 178), (385, 140), (320, 50), (240, 30), (228, 52), (200, 62),
+         (172, 52)],
+        _tshirt,
+    ),
+    "garment_trousers.png": (
+        (400, 450),
+        [(110, 18), (290, 18), (302, 60), (338, 432), (215, 432), (200, 172), (185, 432),
+         (62, 432), (98, 60)],
+        _trousers,
+    ),
+    "garment_dress.png": (
+        (400, 460),
+        [(130, 20), (165, 20), (200, 62), (235, 20), (270, 20), (276, 110), (262, 200),
+         (348, 442), (52, 442), (138, 200), (124, 110)],
+        _dress,
+    ),
+}  # fmt: skip
+
+
+def make_garment(name: str, seed: int = 0) -> NDArray[np.uint8]:
+    """One garment as uint8 RGBA ``(H, W, 4)``; transparent outside the garment."""
+    (w, h), polygon, pattern = GARMENTS[name]
+    alpha = _alpha((w, h), polygon)
+    rgb = np.zeros((h, w, 3), dtype=np.float32)
+    pattern(rgb, alpha > 0.5, np.random.default_rng(seed))
+    rgba = np.dstack([np.clip(rgb, 0.0, 1.0), alpha])
+    out = np.rint(rgba * 255.0).astype(np.uint8)
+    out[..., :3][out[..., 3] == 0] = 0  # no stray colour under full transparency
+    return out
+
+
+def make_person() -> NDArray[np.uint8]:
+    """The astronaut photo, 400x400 RGB."""
+    from skimage import data
+
+    img = Image.fromarray(data.astronaut()).resize((400, 400), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("tryon/assets"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    files = {"person_astronaut.png": make_person()}
+    files.update({name: make_garment(name) for name in GARMENTS})
+    for name, arr in files.items():
+        path = args.out / name
+        Image.fromarray(arr).save(path, format="PNG", optimize=True)
+        log.info("wrote %s (%d KB)", path, path.stat().st_size // 1024)
+
+
+if __name__ == "__main__":
+    main()
