@@ -77,6 +77,11 @@ class Settings:
     default_guidance: float = 4.5
     #: extra engines to register, "name=module:Factory,name2=module:Factory" (plugins, test fakes)
     extra_engines: str = ""
+    #: prefix of the broker queue names ("" -> queues "gpu" and "cpu"); lets deployments or
+    #: test runs share one Redis
+    queue_prefix: str = ""
+    #: allow http:// and private/loopback webhook targets (loopback test receivers only)
+    webhook_allow_insecure: bool = False
 
     # ----------------------------------------------------------------------------------
     @property

@@ -1,0 +1,426 @@
+"""The job state machine (R-1), the reaper (R-12) and seeds (R-16) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tryon.errors import ConflictError, NotFoundError
+from tryon.records import jobs
+from tryon.records.db import make_engine, make_session_factory
+from tryon.records.models import (
+    Account,
+    Base,
+    Garment,
+    Photo,
+    TryOnJob,
+    TryOnResult,
+    WebhookDelivery,
+)
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    if not _pg_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"tryon_jobs_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
+    Base.metadata.create_all(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def seed_inputs(session: Session) -> tuple[str, str, str]:
+    owner = Account(name="shopper", role="shopper")
+    merchant = Account(name="shop", role="merchant")
+    session.add_all([owner, merchant])
+    session.flush()
+    photo = Photo(owner_id=owner.id, image_key=f"photos/{owner.id}/p.jpg")
+    garment = Garment(owner_id=merchant.id, category="upper_body",
+                      image_key=f"garments/{merchant.id}/g.png",
+                      mask_key=f"masks/{merchant.id}/m.png")
+    session.add_all([photo, garment])
+    session.flush()
+    return owner.id, photo.id, garment.id
+
+
+def new_job(session: Session, ids: tuple[str, str, str], max_attempts: int = 3,
+            webhook_url: str | None = None, created: datetime = T0) -> str:
+    owner, photo, garment = ids
+    job = jobs.create_job(session, owner_id=owner, photo_id=photo, garment_id=garment,
+                          engine="preview", queue="cpu", params={"num_samples": 1},
+                          max_attempts=max_attempts, webhook_url=webhook_url)
+    job.created_at = created
+    session.flush()
+    return job.id
+
+
+def state(session: Session, job_id: str) -> TryOnJob:
+    job = session.get(TryOnJob, job_id, populate_existing=True)
+    assert job is not None
+    return job
+
+
+def spec(i: int = 0) -> jobs.ResultSpec:
+    return jobs.ResultSpec(index=i, storage_key=f"results/x/{i}.png", seed=1, width=4, height=4,
+                           sha256="0" * 64)
+
+
+# ---------------------------------------------------------------------------------------
+# transitions
+
+
+def test_claim_heartbeat_finish_and_fencing(factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        ids = seed_inputs(s)
+        job_id = new_job(s, ids, webhook_url="https://example.com/hook")
+        s.commit()
+        assert jobs.mark_published(s, job_id, now=T0)
+        a1 = jobs.claim_job(s, job_id, "w1", now=T0)
+        assert a1 == 1
+        # a second claim while the heartbeat is fresh does nothing
+        assert jobs.try_claim(s, job_id, "w2", now=T0 + timedelta(seconds=5),
+                              stale_after_s=30).outcome is jobs.ClaimOutcome.BUSY
+        assert jobs.heartbeat(s, job_id, 1, 0.5, "sampling", now=T0 + timedelta(seconds=10))
+        # stale: a redelivered message takes over with attempt 2 (the fencing token)
+        a2 = jobs.claim_job(s, job_id, "w2", now=T0 + timedelta(seconds=60), stale_after_s=30)
+        assert a2 == 2
+        assert not jobs.heartbeat(s, job_id, 1, 0.6, "sampling")
+        assert not jobs.finish_success(s, job_id, 1, [spec()])
+        assert jobs.finish_success(s, job_id, 2, [spec()])
+        s.commit()
+        job = state(s, job_id)
+        assert (job.status, job.attempt, job.progress, job.worker_id) == ("succeeded", 2, 1.0, "w2")
+        results = s.execute(select(TryOnResult).where(TryOnResult.job_id == job_id)).scalars().all()
+        assert [(r.attempt, r.index) for r in results] == [(2, 0)]
+        # terminal: nothing moves it any more
+        assert jobs.claim_job(s, job_id, "w3", now=T0 + timedelta(hours=1), stale_after_s=1) is None
+        assert not jobs.finish_failure(s, job_id, 2, "x", "y")
+        with pytest.raises(ConflictError):
+            jobs.cancel_job(s, job_id)
+        # exactly one terminal event with a stable id
+        events = s.execute(select(WebhookDelivery)).scalars().all()
+        assert [e.event_id for e in events] == [jobs.event_id_for(job_id, 2, "succeeded")]
+        assert events[0].payload["data"] == {"id": job_id, "status": "succeeded"}
+
+
+def test_exhausted_attempts_fail_with_worker_lost(factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        job_id = new_job(s, seed_inputs(s), max_attempts=2)
+        now = T0
+        for expected in (1, 2):
+            assert jobs.claim_job(s, job_id, "w", now=now, stale_after_s=30) == expected
+            now += timedelta(seconds=60)
+        claim = jobs.try_claim(s, job_id, "w", now=now, stale_after_s=30)
+        assert claim.outcome is jobs.ClaimOutcome.EXHAUSTED
+        s.commit()
+        job = state(s, job_id)
+        assert (job.status, job.error_code, job.attempt) == ("failed", "worker_lost", 2)
+
+
+def test_cancel_queued_and_running_and_retry(factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        ids = seed_inputs(s)
+        queued = new_job(s, ids)
+        running = new_job(s, ids)
+        assert jobs.claim_job(s, running, "w") == 1
+        assert jobs.cancel_job(s, queued).status == "canceled"
+        assert jobs.cancel_job(s, queued).status == "canceled"  # idempotent
+        assert jobs.cancel_job(s, running).status == "canceled"
+        # the running attempt learns it at its next heartbeat and cannot finish
+        assert not jobs.heartbeat(s, running, 1, 0.3)
+        assert not jobs.still_owner(s, running, 1)
+        assert not jobs.finish_success(s, running, 1, [spec()])
+        with pytest.raises(NotFoundError):
+            jobs.cancel_job(s, "0" * 32)
+        # ops retry: failed -> queued, attempt kept (old runs stay fenced), budget extended
+        failing = new_job(s, ids, max_attempts=1)
+        assert jobs.claim_job(s, failing, "w") == 1
+        assert jobs.finish_failure(s, failing, 1, "storage_unavailable", "down")
+        with pytest.raises(ConflictError):
+            jobs.retry_job(s, running)
+        job = jobs.retry_job(s, failing, extra_attempts=2)
+        assert (job.status, job.attempt, job.max_attempts, job.error_code) == ("queued", 1, 3, None)
+        assert jobs.claim_job(s, failing, "w") == 2
+        assert not jobs.finish_success(s, failing, 1, [spec()])
+        s.commit()
+
+
+# ---------------------------------------------------------------------------------------
+# reaper
+
+
+def _prepare_reaper_rows(factory: sessionmaker[Session]) -> dict[str, str]:
+    with factory() as s:
+        ids = seed_inputs(s)
+        rows = {
+            "stale_retry": new_job(s, ids, max_attempts=3),
+            "stale_last": new_job(s, ids, max_attempts=1),
+            "fresh": new_job(s, ids),
+            "unpublished": new_job(s, ids),
+            "published_recently": new_job(s, ids),
+            "published_long_ago": new_job(s, ids),
+            "done": new_job(s, ids),
+        }
+        for key in ("stale_retry", "stale_last", "fresh", "done"):
+            assert jobs.claim_job(s, rows[key], "w", now=T0) == 1
+        assert jobs.heartbeat(s, rows["fresh"], 1, now=T0 + timedelta(seconds=95))
+        assert jobs.finish_success(s, rows["done"], 1, [], now=T0)
+        jobs.mark_published(s, rows["published_recently"], now=T0 + timedelta(seconds=90))
+        jobs.mark_published(s, rows["published_long_ago"], now=T0)
+        s.commit()
+    return rows
+
+
+def _check_reaped(factory: sessionmaker[Session], rows: dict[str, str],
+                  reports: list[jobs.ReapReport]) -> None:
+    with factory() as s:
+        st_ = {k: state(s, v) for k, v in rows.items()}
+        assert st_["stale_retry"].status == "queued"
+        assert (st_["stale_last"].status, st_["stale_last"].error_code) == ("failed", "worker_lost")
+        assert st_["fresh"].status == "running"
+        assert st_["done"].status == "succeeded"
+    requeued = [j for r in reports for j in r.requeued]
+    failed = [j for r in reports for j in r.failed]
+    republished = sorted(j for r in reports for j, _ in r.republish)
+    assert requeued == [rows["stale_retry"]]
+    assert failed == [rows["stale_last"]]
+    # each due job is published exactly once across all concurrent passes
+    assert republished == sorted(
+        [rows["stale_retry"], rows["unpublished"], rows["published_long_ago"]])
+
+
+def test_reap_single_pass(factory: sessionmaker[Session]) -> None:
+    rows = _prepare_reaper_rows(factory)
+    with factory() as s:
+        report = jobs.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
+                           republish_after_s=60)
+        s.commit()
+    _check_reaped(factory, rows, [report])
+    # a second pass right after finds nothing to do
+    with factory() as s:
+        again = jobs.reap(s, now=T0 + timedelta(seconds=101), stale_after_s=30,
+                          republish_after_s=60)
+    assert again == jobs.ReapReport()
+
+
+def test_reap_twice_concurrently_same_result_as_once(factory: sessionmaker[Session]) -> None:
+    rows = _prepare_reaper_rows(factory)
+    barrier = threading.Barrier(2)
+    reports: list[jobs.ReapReport] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            with factory() as s:
+                barrier.wait()
+                reports.append(jobs.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
+                                         republish_after_s=60))
+                s.commit()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(reports) == 2
+    _check_reaped(factory, rows, reports)
+
+
+def test_queue_stats(factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        ids = seed_inputs(s)
+        new_job(s, ids, created=T0)
+        new_job(s, ids, created=T0 + timedelta(seconds=30))
+        r = new_job(s, ids)
+        jobs.claim_job(s, r, "w", now=T0 + timedelta(seconds=40))
+        s.commit()
+        stats = jobs.queue_stats(s, now=T0 + timedelta(seconds=100))
+    assert stats["counts"] == {"queued": 2, "running": 1, "succeeded": 0, "failed": 0,
+                               "canceled": 0}
+    assert stats["by_queue"]["cpu"]["queued"] == 2
+    assert stats["oldest_queued_age_s"] == pytest.approx(100)
+    assert stats["oldest_running_age_s"] == pytest.approx(60)
+
+
+# ---------------------------------------------------------------------------------------
+# seeds (R-16)
+
+
+def test_derive_seed_is_a_pure_function_of_job_and_index() -> None:
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    assert jobs.derive_seed(a, 0) == jobs.derive_seed(a, 0)
+    assert jobs.derive_seed(a, 0) != jobs.derive_seed(a, 1)
+    assert jobs.derive_seed(a, 0) != jobs.derive_seed(b, 0)
+    assert all(0 <= jobs.derive_seed(a, i) < 2**31 for i in range(64))
+    assert jobs.job_seeds(a, 3) == tuple(jobs.derive_seed(a, i) for i in range(3))
+    assert jobs.job_seeds(a, 2, seed=41) == (41, 42)
+    # a known value pins the derivation: changing it would change every stored result
+    assert jobs.derive_seed("0" * 32, 0) == 1280580646
+
+
+# ---------------------------------------------------------------------------------------
+# R-1: random transition sequences against the real DB layer
+
+
+class JobMachine(RuleBasedStateMachine):
+    factory: sessionmaker[Session]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session = self.factory()
+        self.ids = seed_inputs(self.session)
+        self.session.commit()
+        self.now = T0
+        self.jobs: list[str] = []
+        self.terminal: dict[str, str] = {}
+        self.deleted: set[str] = set()
+
+    def teardown(self) -> None:
+        self.session.rollback()
+        self.session.close()
+
+    @rule(max_attempts=st.integers(1, 3))
+    def create(self, max_attempts: int) -> None:
+        self.jobs.append(new_job(self.session, self.ids, max_attempts=max_attempts,
+                                 created=self.now))
+        self.session.commit()
+
+    def _pick(self, data: st.DataObject) -> str:
+        return data.draw(st.sampled_from(self.jobs))
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data(), stale=st.booleans())
+    def claim(self, data: st.DataObject, stale: bool) -> None:
+        jobs.try_claim(self.session, self._pick(data), "w", now=self.now,
+                       stale_after_s=30 if stale else None)
+        self.session.commit()
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data(), delta=st.integers(-1, 0), progress=st.floats(0, 1))
+    def beat(self, data: st.DataObject, delta: int, progress: float) -> None:
+        job_id = self._pick(data)
+        row = self.session.get(TryOnJob, job_id, populate_existing=True)
+        attempt = (row.attempt if row else 1) + delta
+        jobs.heartbeat(self.session, job_id, attempt, progress, "sampling", now=self.now)
+        self.session.commit()
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data(), delta=st.integers(-1, 0), ok=st.booleans(), n=st.integers(0, 2))
+    def finish(self, data: st.DataObject, delta: int, ok: bool, n: int) -> None:
+        job_id = self._pick(data)
+        row = self.session.get(TryOnJob, job_id, populate_existing=True)
+        attempt = (row.attempt if row else 1) + delta
+        if ok:
+            jobs.finish_success(self.session, job_id, attempt, [spec(i) for i in range(n)],
+                                now=self.now)
+        else:
+            jobs.finish_failure(self.session, job_id, attempt, "boom", "failed", now=self.now)
+        self.session.commit()
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        job_id = self._pick(data)
+        try:
+            jobs.cancel_job(self.session, job_id, now=self.now)
+        except (ConflictError, NotFoundError):
+            pass
+        self.session.commit()
+
+    @rule(seconds=st.sampled_from([1, 10, 45]))
+    def tick(self, seconds: int) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    @rule()
+    def reap(self) -> None:
+        jobs.reap(self.session, now=self.now, stale_after_s=30, republish_after_s=30)
+        self.session.commit()
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        job_id = self._pick(data)
+        row = self.session.get(TryOnJob, job_id)
+        if row is not None:
+            for r in list(row.results):
+                self.session.delete(r)
+            self.session.execute(
+                WebhookDelivery.__table__.delete().where(WebhookDelivery.job_id == job_id))
+            self.session.delete(row)
+            self.session.commit()
+            self.deleted.add(job_id)
+
+    @invariant()
+    def consistent(self) -> None:
+        for job_id in self.jobs:
+            row = self.session.get(TryOnJob, job_id, populate_existing=True)
+            if row is None:
+                assert job_id in self.deleted
+                continue
+            assert row.status in {"queued", "running", "succeeded", "failed", "canceled"}
+            assert 0 <= row.attempt <= row.max_attempts
+            if job_id in self.terminal:
+                assert row.status == self.terminal[job_id], "left a terminal state"
+            elif row.status in jobs.TERMINAL:
+                self.terminal[job_id] = row.status
+            results = self.session.execute(
+                select(TryOnResult.attempt).where(TryOnResult.job_id == job_id)).scalars().all()
+            if row.status != "succeeded":
+                assert results == []
+            else:
+                # only the winning attempt's outputs are live
+                assert set(results) <= {row.attempt}
+            events = self.session.execute(
+                select(WebhookDelivery.id).where(WebhookDelivery.job_id == job_id)).all()
+            assert events == []  # no webhook_url on these jobs: no outbox rows
+
+
+def test_state_machine_invariants(factory: sessionmaker[Session]) -> None:
+    JobMachine.factory = factory
+    run = JobMachine.TestCase
+    run.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
+                            suppress_health_check=list(HealthCheck))
+    run().runTest()

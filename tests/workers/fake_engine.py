@@ -1,0 +1,60 @@
+"""A fake engine for worker tests, registered through ``TRYON_EXTRA_ENGINES=fake=...``.
+
+Behaviour comes from the job's ``params["fake"]`` (read through ``workers.runner.CURRENT_JOB``):
+``step_s`` (seconds per step), ``steps``, ``crash`` (``os._exit(1)`` at step 2, on every attempt,
+or only on attempts listed in ``crash_attempts``), ``hang`` (ignore the soft time limit and
+sleep forever), ``fail`` (raise an error with that code). It paints a solid image whose colour
+depends on the seed, so outputs are deterministic per job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from tryon.engines.base import RenderOutput, RenderRequest
+from tryon.errors import CanceledError, InvalidImageError
+from workers.runner import CURRENT_JOB
+
+
+class FakeEngine:
+    name = "fake"
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        # proves lazy loading: the engine is built in the pool child, never the parent
+        self.pid = os.getpid()
+
+    def render(self, request: RenderRequest, *, callback=None, should_cancel=None) -> RenderOutput:  # type: ignore[no-untyped-def]
+        ctx = CURRENT_JOB.get()
+        opts: dict[str, Any] = dict((ctx.params if ctx else {}).get("fake", {}))
+        attempt = ctx.attempt if ctx else 1
+        steps = int(opts.get("steps", 4))
+        step_s = float(opts.get("step_s", 0.05))
+        if opts.get("fail"):
+            raise InvalidImageError("fake failure", code=str(opts["fail"]))
+        for i in range(1, steps + 1):
+            if should_cancel is not None and should_cancel():
+                raise CanceledError()
+            if i == 2 and opts.get("crash") and attempt in opts.get("crash_attempts", [attempt]):
+                os._exit(1)
+            if opts.get("hang"):
+                while True:
+                    try:
+                        time.sleep(3600)
+                    except BaseException:  # noqa: BLE001 - ignores the soft limit on purpose
+                        continue
+            time.sleep(step_s)
+            if callback is not None:
+                callback(i, steps)
+        h, w = request.person.shape[:2]
+        images = []
+        for seed in request.params.seeds:
+            img = np.empty((h, w, 3), dtype=np.uint8)
+            img[...] = (seed % 256, (seed >> 8) % 256, (seed >> 16) % 256)
+            images.append(img)
+        return RenderOutput(images=images, seeds=list(request.params.seeds),
+                            record={"engine": "fake", "pid": self.pid})

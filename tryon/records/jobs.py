@@ -1,0 +1,597 @@
+"""The try-on job state machine: every transition is a compare-and-set UPDATE.
+
+States (``tryon.types.JobStatus``)::
+
+    queued -> running -> succeeded | failed | canceled     (terminal states never change)
+    queued -> canceled | failed(worker_lost, attempts exhausted)
+    running -> queued    (reaper only: heartbeat stale and attempt < max_attempts)
+    running -> running   (attempt + 1: a redelivered message takes over a stale run)
+    failed -> queued     (ops retry; attempt is never reset, max_attempts grows instead)
+
+``attempt`` is the fencing token: a run owns attempt N after a successful claim, and every later
+write of that run (heartbeat, finish) is ``UPDATE ... WHERE id=:id AND status='running' AND
+attempt=:N``. Zero rows means the run was superseded, canceled or deleted. The statements use
+``rowcount`` only (no ``RETURNING``, no row locks), so they work on SQLite and PostgreSQL alike.
+
+None of these functions commit: the owner of the unit of work (a view, a task, the reaper)
+commits. They run inside the caller's session and never trust the session's identity map for
+the state they compare (reads select columns, writes are ``synchronize_session=False``).
+
+Time: every comparison uses :func:`db_now` (the database clock on PostgreSQL), so workers and the
+reaper never compare their own wall clocks. Tests pass ``now=`` explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import DateTime, and_, func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from tryon.errors import ConflictError, NotFoundError
+from tryon.records.models import TryOnJob, TryOnResult, WebhookDelivery
+from tryon.types import JobStatus
+
+log = logging.getLogger(__name__)
+
+QUEUED = JobStatus.QUEUED.value
+RUNNING = JobStatus.RUNNING.value
+SUCCEEDED = JobStatus.SUCCEEDED.value
+FAILED = JobStatus.FAILED.value
+CANCELED = JobStatus.CANCELED.value
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+
+#: error codes the state machine itself writes
+WORKER_LOST = "worker_lost"
+TIMEOUT = "timeout"
+
+_NO_SYNC = {"synchronize_session": False}
+
+
+# --------------------------------------------------------------------------------------
+# time
+
+
+def db_now(session: Session) -> datetime:
+    """The database's current time, timezone-aware UTC.
+
+    PostgreSQL: ``clock_timestamp()`` (not ``now()``, which is frozen at transaction start).
+    SQLite is single-host by construction (one file), so the host clock *is* the database clock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.execute(select(func.clock_timestamp())).scalar_one()
+        return _aware(value)
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------
+# seeds
+
+
+def derive_seed(job_id: str, index: int) -> int:
+    """The seed of sample ``index`` of job ``job_id``: a pure function of its arguments.
+
+    A re-run (redelivery, reaper re-queue) of the same job therefore samples the same noise, so a
+    duplicate run cannot return a visibly different result. Range ``[0, 2**31)`` (fits a signed
+    32-bit column and every torch generator).
+    """
+    digest = hashlib.sha256(f"tryon-seed:{job_id}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+def job_seeds(job_id: str, num_samples: int, seed: int | None = None) -> tuple[int, ...]:
+    """Seeds for ``num_samples`` samples: ``seed, seed+1, ...`` when the client gave one, else
+    :func:`derive_seed` per index."""
+    if seed is None:
+        return tuple(derive_seed(job_id, i) for i in range(num_samples))
+    return tuple((int(seed) + i) & 0x7FFF_FFFF for i in range(num_samples))
+
+
+# --------------------------------------------------------------------------------------
+# create / publish
+
+
+def create_job(
+    session: Session,
+    *,
+    owner_id: str,
+    photo_id: str,
+    garment_id: str,
+    engine: str,
+    queue: str,
+    params: dict[str, Any],
+    max_attempts: int,
+    webhook_url: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> TryOnJob:
+    """Add a ``queued`` job and flush it (the caller commits, *then* publishes its id)."""
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    job = TryOnJob(
+        owner_id=owner_id,
+        photo_id=photo_id,
+        garment_id=garment_id,
+        engine=engine,
+        queue=queue,
+        params=dict(params),
+        status=QUEUED,
+        stage="queued",
+        progress=0.0,
+        attempt=0,
+        max_attempts=max_attempts,
+        webhook_url=webhook_url,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def mark_published(session: Session, job_id: str, now: datetime | None = None) -> bool:
+    """Record that the broker accepted a message for a queued job (False if it is not queued)."""
+    now = now or db_now(session)
+    res = session.execute(
+        update(TryOnJob)
+        .where(TryOnJob.id == job_id, TryOnJob.status == QUEUED)
+        .values(published_at=now)
+        .execution_options(**_NO_SYNC)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------
+# claim
+
+
+class ClaimOutcome(StrEnum):
+    CLAIMED = "claimed"  #: this run owns ``attempt``
+    DONE = "done"  #: missing, terminal or canceled: ack and do nothing
+    BUSY = "busy"  #: running with a fresh heartbeat: another run may be alive, retry later
+    EXHAUSTED = "exhausted"  #: attempts used up: the job was failed with worker_lost
+    RACED = "raced"  #: another claimer changed the row first: read it again
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    attempt: int | None = None
+
+
+def try_claim(
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    *,
+    now: datetime | None = None,
+    stale_after_s: float | None = None,
+) -> Claim:
+    """Compare-and-set ``queued`` (or ``running`` with a heartbeat older than ``stale_after_s``,
+    when given) to ``running`` with ``attempt + 1``.
+
+    A job whose attempts are exhausted is moved to ``failed``/``worker_lost`` instead (the bound
+    on ``task_reject_on_worker_lost`` redelivery loops). The returned attempt is the fencing token.
+    """
+    now = now or db_now(session)
+    row = session.execute(
+        select(
+            TryOnJob.status, TryOnJob.attempt, TryOnJob.max_attempts, TryOnJob.heartbeat_at
+        ).where(TryOnJob.id == job_id)
+    ).one_or_none()
+    if row is None or row.status in TERMINAL:
+        return Claim(ClaimOutcome.DONE)
+    status, attempt, max_attempts, heartbeat_at = row
+    threshold = now - timedelta(seconds=stale_after_s) if stale_after_s is not None else None
+    if status == RUNNING:
+        stale = (
+            threshold is not None and (heartbeat_at is None or _aware(heartbeat_at) < threshold)
+        )
+        if not stale:
+            return Claim(ClaimOutcome.BUSY, attempt)
+    # Match the exact row we read, including (for a running row) that it is still stale.
+    cond = [TryOnJob.id == job_id, TryOnJob.status == status, TryOnJob.attempt == attempt]
+    if status == RUNNING:
+        cond.append(or_(TryOnJob.heartbeat_at.is_(None), TryOnJob.heartbeat_at < threshold))
+    if attempt >= max_attempts:
+        ok = _set_terminal(
+            session, cond, FAILED, now,
+            error_code=WORKER_LOST,
+            error_message=f"The worker running this job stopped {attempt} times; gave up.",
+        )
+        return Claim(ClaimOutcome.EXHAUSTED if ok else ClaimOutcome.RACED)
+    res = session.execute(
+        update(TryOnJob)
+        .where(*cond)
+        .values(
+            status=RUNNING,
+            attempt=attempt + 1,
+            heartbeat_at=now,
+            started_at=func.coalesce(TryOnJob.started_at, literal(now, DateTime(timezone=True))),
+            worker_id=worker_id[:200],
+            stage="starting",
+            progress=0.0,
+        )
+        .execution_options(**_NO_SYNC)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return Claim(ClaimOutcome.RACED)
+    return Claim(ClaimOutcome.CLAIMED, attempt + 1)
+
+
+def claim_job(
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    now: datetime | None = None,
+    *,
+    stale_after_s: float | None = None,
+) -> int | None:
+    """:func:`try_claim` reduced to the fencing token (``None`` when not claimed)."""
+    claim = try_claim(session, job_id, worker_id, now=now, stale_after_s=stale_after_s)
+    return claim.attempt if claim.outcome is ClaimOutcome.CLAIMED else None
+
+
+# --------------------------------------------------------------------------------------
+# the running attempt's own writes (all fenced on status=running AND attempt=N)
+
+
+def _fenced(job_id: str, attempt: int) -> list[Any]:
+    return [TryOnJob.id == job_id, TryOnJob.status == RUNNING, TryOnJob.attempt == attempt]
+
+
+def heartbeat(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    progress: float | None = None,
+    stage: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Write the heartbeat (and progress in ``[0, 1]``, stage) of attempt ``attempt``.
+
+    False means the attempt no longer owns the job (canceled, re-queued, superseded, deleted):
+    the caller must stop work at once.
+    """
+    values: dict[str, Any] = {"heartbeat_at": now or db_now(session)}
+    if progress is not None:
+        values["progress"] = min(max(float(progress), 0.0), 1.0)
+    if stage is not None:
+        values["stage"] = stage[:32]
+    res = session.execute(
+        update(TryOnJob).where(*_fenced(job_id, attempt)).values(**values)
+        .execution_options(**_NO_SYNC)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def still_owner(session: Session, job_id: str, attempt: int) -> bool:
+    """True while attempt ``attempt`` owns the running job and no cancel was requested."""
+    row = session.execute(
+        select(TryOnJob.status, TryOnJob.attempt, TryOnJob.cancel_requested).where(
+            TryOnJob.id == job_id
+        )
+    ).one_or_none()
+    return bool(
+        row is not None and row.status == RUNNING and row.attempt == attempt
+        and not row.cancel_requested
+    )
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """One stored sample, as :func:`finish_success` records it."""
+
+    index: int
+    storage_key: str
+    seed: int
+    width: int
+    height: int
+    sha256: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def finish_success(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    results: Sequence[ResultSpec],
+    *,
+    timings: dict[str, float] | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """``running`` (attempt N) -> ``succeeded`` and record the results of attempt N.
+
+    False means this run was fenced out: it must delete its own outputs.
+    """
+    now = now or db_now(session)
+    extra: dict[str, Any] = {"progress": 1.0, "stage": "done"}
+    if timings is not None:
+        extra["timings"] = timings
+    ok = _set_terminal(session, _fenced(job_id, attempt), SUCCEEDED, now, **extra)
+    if ok:
+        for r in results:
+            session.add(
+                TryOnResult(
+                    job_id=job_id, index=r.index, attempt=attempt, storage_key=r.storage_key,
+                    seed=r.seed, width=r.width, height=r.height, sha256=r.sha256,
+                    record=r.record,
+                )
+            )
+        session.flush()
+    return ok
+
+
+def finish_failure(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    code: str,
+    message: str,
+    *,
+    timings: dict[str, float] | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """``running`` (attempt N) -> ``failed`` with a stable error ``code``. False when fenced out."""
+    extra: dict[str, Any] = {"error_code": code[:64], "error_message": message[:2000]}
+    if timings is not None:
+        extra["timings"] = timings
+    return _set_terminal(session, _fenced(job_id, attempt), FAILED, now or db_now(session), **extra)
+
+
+def _set_terminal(
+    session: Session, cond: list[Any], status: str, now: datetime, **values: Any
+) -> bool:
+    """CAS to a terminal ``status`` and, on success, add the job's terminal webhook event to the
+    outbox in the same transaction (transactional outbox: the event exists iff the transition
+    committed)."""
+    res = session.execute(
+        update(TryOnJob).where(*cond)
+        .values(status=status, finished_at=now, heartbeat_at=None, **values)
+        .execution_options(**_NO_SYNC)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    job_id = _job_id_from(cond)
+    _add_terminal_event(session, job_id, status, now)
+    return True
+
+
+def _job_id_from(cond: list[Any]) -> str:
+    # cond[0] is always ``TryOnJob.id == <value>``
+    return str(cond[0].right.value)
+
+
+def event_id_for(job_id: str, attempt: int, status: str) -> str:
+    """The stable Standard Webhooks ``webhook-id`` of a job's terminal event.
+
+    One terminal transition per (job, attempt), so the id is unique and identical across
+    delivery retries; an ops retry (a later attempt) yields a new event."""
+    return f"msg_{job_id}_{attempt}_{status}"[:64]
+
+
+def _add_terminal_event(session: Session, job_id: str, status: str, now: datetime) -> None:
+    row = session.execute(
+        select(TryOnJob.webhook_url, TryOnJob.attempt, TryOnJob.error_code,
+               TryOnJob.error_message).where(TryOnJob.id == job_id)
+    ).one()
+    if not row.webhook_url:
+        return
+    event_type = f"tryon.{status}"
+    data: dict[str, Any] = {"id": job_id, "status": status}
+    if row.error_code:
+        data["error"] = {"code": row.error_code, "message": row.error_message or ""}
+    session.add(
+        WebhookDelivery(
+            event_id=event_id_for(job_id, row.attempt, status),
+            job_id=job_id,
+            event_type=event_type,
+            url=row.webhook_url,
+            payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
+            attempt=0,
+            status="pending",
+        )
+    )
+    session.flush()
+
+
+def pending_deliveries(session: Session, job_id: str | None = None) -> list[str]:
+    """Ids of webhook deliveries still ``pending`` (of one job, or all), oldest first."""
+    q = select(WebhookDelivery.id).where(WebhookDelivery.status == "pending")
+    if job_id is not None:
+        q = q.where(WebhookDelivery.job_id == job_id)
+    return list(session.execute(q.order_by(WebhookDelivery.created_at)).scalars())
+
+
+# --------------------------------------------------------------------------------------
+# user and ops transitions
+
+
+def _load(session: Session, job_id: str) -> TryOnJob:
+    job = session.get(TryOnJob, job_id, populate_existing=True)
+    if job is None:
+        raise NotFoundError("Job not found.", code="job_not_found")
+    return job
+
+
+def cancel_job(session: Session, job_id: str, now: datetime | None = None) -> TryOnJob:
+    """``queued|running`` -> ``canceled`` and return the fresh row.
+
+    Canceling an already canceled job returns it unchanged (idempotent); a succeeded or failed job
+    raises :class:`ConflictError` (code ``job_not_cancelable``). A running attempt notices at its
+    next heartbeat or cancel check, stops, and deletes its own outputs.
+    """
+    now = now or db_now(session)
+    for _ in range(3):
+        row = session.execute(
+            select(TryOnJob.status, TryOnJob.attempt).where(TryOnJob.id == job_id)
+        ).one_or_none()
+        if row is None:
+            raise NotFoundError("Job not found.", code="job_not_found")
+        if row.status == CANCELED:
+            break
+        if row.status in TERMINAL:
+            raise ConflictError(
+                f"The job already {row.status}; only queued or running jobs can be canceled.",
+                code="job_not_cancelable",
+            )
+        cond = [TryOnJob.id == job_id, TryOnJob.status == row.status,
+                TryOnJob.attempt == row.attempt]
+        if _set_terminal(session, cond, CANCELED, now, cancel_requested=True,
+                         error_code="canceled", error_message="Canceled by the client."):
+            break
+    return _load(session, job_id)
+
+
+def retry_job(session: Session, job_id: str, *, extra_attempts: int = 3) -> TryOnJob:
+    """Ops: ``failed`` -> ``queued`` with ``extra_attempts`` more attempts (the caller commits,
+    then publishes). ``attempt`` is kept, so old runs stay fenced out."""
+    row = session.execute(
+        select(TryOnJob.status, TryOnJob.attempt).where(TryOnJob.id == job_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError("Job not found.", code="job_not_found")
+    if row.status != FAILED:
+        raise ConflictError(f"Only failed jobs can be retried; this one is {row.status}.",
+                            code="job_not_retryable")
+    res = session.execute(
+        update(TryOnJob)
+        .where(TryOnJob.id == job_id, TryOnJob.status == FAILED, TryOnJob.attempt == row.attempt)
+        .values(
+            status=QUEUED, stage="queued", progress=0.0, error_code=None, error_message=None,
+            max_attempts=row.attempt + max(1, extra_attempts), published_at=None,
+            finished_at=None, heartbeat_at=None, cancel_requested=False,
+        )
+        .execution_options(**_NO_SYNC)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConflictError("The job changed while retrying it; try again.", code="conflict")
+    return _load(session, job_id)
+
+
+# --------------------------------------------------------------------------------------
+# reaper
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    """What one reaper pass did. ``republish``: (job id, queue) pairs whose message this pass
+    claimed the right to (re)publish; the caller publishes them after commit."""
+
+    requeued: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    republish: tuple[tuple[str, str], ...] = ()
+
+
+def reap(
+    session: Session,
+    now: datetime | None = None,
+    *,
+    stale_after_s: float = 30.0,
+    republish_after_s: float = 30.0,
+    unpublished_grace_s: float = 5.0,
+    limit: int = 500,
+) -> ReapReport:
+    """One reaper pass (safe to run concurrently with itself, workers and the API).
+
+    1. ``running`` jobs with ``heartbeat_at`` older than ``stale_after_s``: back to ``queued``
+       when ``attempt < max_attempts``, else ``failed``/``worker_lost``.
+    2. ``queued`` jobs never published (committed more than ``unpublished_grace_s`` ago) or
+       published more than ``republish_after_s`` ago: claim the republish by setting
+       ``published_at`` with a CAS on the same condition, so two concurrent reapers publish each
+       job once. The caller publishes after commit; duplicates are harmless anyway (claim CAS).
+    """
+    now = now or db_now(session)
+    stale = now - timedelta(seconds=stale_after_s)
+    requeued: list[str] = []
+    failed: list[str] = []
+    republish: list[tuple[str, str]] = []
+
+    rows = session.execute(
+        select(TryOnJob.id, TryOnJob.attempt, TryOnJob.max_attempts, TryOnJob.queue)
+        .where(TryOnJob.status == RUNNING,
+               or_(TryOnJob.heartbeat_at.is_(None), TryOnJob.heartbeat_at < stale))
+        .order_by(TryOnJob.created_at).limit(limit)
+    ).all()
+    for job_id, attempt, max_attempts, queue in rows:
+        cond = [TryOnJob.id == job_id, TryOnJob.status == RUNNING, TryOnJob.attempt == attempt,
+                or_(TryOnJob.heartbeat_at.is_(None), TryOnJob.heartbeat_at < stale)]
+        if attempt >= max_attempts:
+            if _set_terminal(session, cond, FAILED, now, error_code=WORKER_LOST,
+                             error_message=f"No heartbeat from attempt {attempt} of "
+                             f"{max_attempts}; gave up."):
+                failed.append(job_id)
+            continue
+        res = session.execute(
+            update(TryOnJob).where(*cond)
+            .values(status=QUEUED, stage="queued", progress=0.0, heartbeat_at=None,
+                    published_at=now)
+            .execution_options(**_NO_SYNC)
+        )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            requeued.append(job_id)
+            republish.append((job_id, queue))
+
+    due = or_(
+        and_(TryOnJob.published_at.is_(None),
+             TryOnJob.created_at < now - timedelta(seconds=unpublished_grace_s)),
+        TryOnJob.published_at < now - timedelta(seconds=republish_after_s),
+    )
+    due_rows = session.execute(
+        select(TryOnJob.id, TryOnJob.queue).where(TryOnJob.status == QUEUED, due)
+        .order_by(TryOnJob.created_at).limit(limit)
+    ).all()
+    for job_id, queue in due_rows:
+        res = session.execute(
+            update(TryOnJob).where(TryOnJob.id == job_id, TryOnJob.status == QUEUED, due)
+            .values(published_at=now).execution_options(**_NO_SYNC)
+        )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            republish.append((job_id, queue))
+    if requeued or failed or republish:
+        log.info("reap requeued=%d failed=%d republish=%d", len(requeued), len(failed),
+                 len(republish))
+    return ReapReport(tuple(requeued), tuple(failed), tuple(republish))
+
+
+# --------------------------------------------------------------------------------------
+# ops
+
+
+def queue_stats(session: Session, now: datetime | None = None) -> dict[str, Any]:
+    """Counts by status (overall and per queue) and the age in seconds of the oldest queued and
+    oldest running job (``None`` when there is none)."""
+    now = now or db_now(session)
+    counts = {s.value: 0 for s in JobStatus}
+    by_queue: dict[str, dict[str, int]] = {}
+    for queue, status, n in session.execute(
+        select(TryOnJob.queue, TryOnJob.status, func.count()).group_by(
+            TryOnJob.queue, TryOnJob.status)
+    ):
+        counts[status] = counts.get(status, 0) + n
+        by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = n
+    oldest_q = session.execute(
+        select(func.min(TryOnJob.created_at)).where(TryOnJob.status == QUEUED)).scalar()
+    oldest_r = session.execute(
+        select(func.min(TryOnJob.started_at)).where(TryOnJob.status == RUNNING)).scalar()
+
+    def age(ts: datetime | None) -> float | None:
+        return None if ts is None else max(0.0, (now - _aware(ts)).total_seconds())
+
+    return {
+        "counts": counts,
+        "by_queue": by_queue,
+        "oldest_queued_age_s": age(oldest_q),
+        "oldest_running_age_s": age(oldest_r),
+    }

@@ -1,0 +1,292 @@
+"""Outbound webhooks: Standard Webhooks signatures and the SSRF guard for webhook URLs.
+
+Signature (Standard Webhooks, also what Replicate sends)::
+
+    webhook-id:        the event id, identical on every retry (receivers dedupe on it)
+    webhook-timestamp: Unix seconds of this delivery attempt
+    webhook-signature: "v1,<base64 HMAC-SHA256(secret, f'{id}.{timestamp}.{body}')>"
+                       (space-separated when several secrets are valid during a rotation)
+
+Delivery itself (:func:`deliver`) connects to the address it checked, never follows redirects,
+and uses short timeouts and a response-size cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import logging
+import os
+import random
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from tryon.config import Settings
+from tryon.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+#: receivers reject timestamps further than this from their clock
+TOLERANCE_S = 5 * 60
+SIGNATURE_VERSION = "v1"
+MAX_URL_LENGTH = 2000
+
+#: resolver(host, port) -> list of IP address strings
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+class WebhookVerificationError(Exception):
+    """The signature, id or timestamp of a received webhook does not check out."""
+
+
+def _default_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _address_allowed(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
+        or ip.is_multicast or ip.is_unspecified
+    )
+
+
+@dataclass(frozen=True)
+class CheckedURL:
+    """A webhook URL that passed :func:`validate_webhook_url`, with the addresses it resolved to."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+    addresses: tuple[str, ...]
+
+
+def validate_webhook_url(
+    url: str,
+    *,
+    resolver: Resolver | None = None,
+    allow_http: bool = False,
+    allow_private: bool = False,
+) -> CheckedURL:
+    """Check a webhook URL before it is stored (and again before each delivery).
+
+    Refuses (``InvalidInputError``, code ``webhook_url_not_allowed``): schemes other than https
+    (http only with ``allow_http``), credentials in the URL, a missing host, and any host where
+    *any* resolved address is private, loopback, link-local, reserved, multicast or unspecified
+    (one bad address is enough: DNS can return it on the next lookup). ``allow_private`` exists
+    for loopback test receivers only.
+    """
+
+    def refuse(why: str) -> InvalidInputError:
+        return InvalidInputError(f"Webhook URL not allowed: {why}.", code="webhook_url_not_allowed")
+
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
+        raise refuse("missing or too long")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise refuse(f"malformed ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ({"https", "http"} if allow_http else {"https"}):
+        raise refuse("use an https:// URL")
+    if parts.username or parts.password:
+        raise refuse("credentials in the URL")
+    host = parts.hostname
+    if not host:
+        raise refuse("no host")
+    port = port or (443 if scheme == "https" else 80)
+    try:
+        addresses = [host] if _is_ip(host) else list((resolver or _default_resolver)(host, port))
+    except (OSError, UnicodeError) as exc:
+        raise refuse(f"the host does not resolve ({exc})") from None
+    if not addresses:
+        raise refuse("the host does not resolve")
+    if not allow_private:
+        for addr in addresses:
+            try:
+                ok = _address_allowed(addr)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise refuse(f"{host} resolves to a non-public address")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return CheckedURL(url, scheme, host, port, path, tuple(addresses))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# signing
+
+
+def load_or_create_secret(settings: Settings) -> str:
+    """``TRYON_SECRET_KEY``, or a random secret kept in ``<data_dir>/secret_key`` (mode 0600),
+    created on first use so every process of an embedded deployment signs with the same one."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".secret_key.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    try:
+        os.link(tmp, path)  # atomic and fails if another process got there first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+def _secret_bytes(secret: str | bytes) -> bytes:
+    if isinstance(secret, bytes):
+        return secret
+    # Standard Webhooks secrets look like "whsec_<base64>"; anything else is used as UTF-8.
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):])
+    return secret.encode()
+
+
+def _signature(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def sign(
+    secret: str | bytes | Iterable[str | bytes],
+    msg_id: str,
+    timestamp: int,
+    body: bytes,
+) -> dict[str, str]:
+    """Headers for one delivery. Several secrets (a rotation) give space-separated signatures."""
+    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
+    if not secrets:
+        raise ValueError("at least one secret is needed")
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp)),
+        "webhook-signature": " ".join(_signature(s, msg_id, int(timestamp), body) for s in secrets),
+    }
+
+
+def verify(
+    secret: str | bytes,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+    tolerance_s: int = TOLERANCE_S,
+) -> str:
+    """Verify a received webhook (the receiver side; used by tests and documented for merchants).
+
+    Checks the raw ``body`` bytes, the timestamp within ``tolerance_s`` of ``now``, and any one
+    of the space-separated ``v1`` signatures in constant time. Returns the ``webhook-id``.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lower["webhook-id"]
+        timestamp = int(lower["webhook-timestamp"])
+        sigs = lower["webhook-signature"].split()
+    except (KeyError, ValueError):
+        raise WebhookVerificationError("missing or malformed webhook headers") from None
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_s:
+        raise WebhookVerificationError("timestamp outside the tolerance")
+    expected = _signature(secret, msg_id, timestamp, body)
+    for sig in sigs:
+        if sig.startswith(SIGNATURE_VERSION + ",") and hmac.compare_digest(sig, expected):
+            return msg_id
+    raise WebhookVerificationError("no matching signature")
+
+
+# --------------------------------------------------------------------------------------
+# delivery
+
+
+def backoff_s(attempt: int, *, base: float = 5.0, cap: float = 600.0,
+              rng: random.Random | None = None) -> float:
+    """Delay before delivery retry ``attempt`` (1-based): full-jitter exponential backoff,
+    ``uniform(0, min(cap, base * 2**(attempt-1)))``, never above ``cap``."""
+    r = rng or random
+    return r.uniform(0.0, min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    ok: bool
+    status_code: int | None
+    error: str | None
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a fixed, already-checked IP while SNI and certificate checks use the host name."""
+
+    def __init__(self, host: str, ip: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._ip = ip
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, ip: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._ip = ip
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+
+
+def deliver(
+    checked: CheckedURL,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    timeout_s: float = 10.0,
+    max_response_bytes: int = 64 * 1024,
+) -> DeliveryResult:
+    """POST ``body`` once to the checked address (no redirects: a 3xx counts as a failure)."""
+    conn_cls = _PinnedHTTPSConnection if checked.scheme == "https" else _PinnedHTTPConnection
+    conn = conn_cls(checked.host, checked.addresses[0], checked.port, timeout_s)
+    try:
+        conn.request("POST", checked.path, body=body, headers={
+            **headers, "content-type": "application/json", "user-agent": "tryon-webhooks/1",
+        })
+        resp = conn.getresponse()
+        resp.read(max_response_bytes)
+        ok = 200 <= resp.status < 300
+        return DeliveryResult(ok, resp.status, None if ok else f"HTTP {resp.status}")
+    except (OSError, http.client.HTTPException) as exc:
+        return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500])
+    finally:
+        conn.close()

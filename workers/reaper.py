@@ -1,0 +1,103 @@
+"""The reaper: finds jobs whose worker went silent and messages that never reached the broker.
+
+One pass (:meth:`Reaper.run_once`) calls :func:`tryon.records.jobs.reap` in its own transaction,
+commits, and only then publishes: stale ``running`` jobs re-queued, ``queued`` jobs never
+published (or published long ago), and webhook outbox rows whose first publish was lost.
+Duplicate messages are harmless (the claim is a compare-and-set), so the reaper may run in two
+places at once (the beat-scheduled task and ``tryon serve``'s loop).
+
+After a database outage every heartbeat looks stale, so the first pass after the reaper's own
+connection recovers is skipped: running workers get one interval to heartbeat again before
+anything is re-queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tryon.config import Settings
+from tryon.records import jobs
+from tryon.records.db import session_scope
+from tryon.records.models import WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReaperPass:
+    """What one pass did; ``skipped`` after a DB outage, ``error`` when the DB was down."""
+
+    report: jobs.ReapReport | None
+    published: int = 0
+    webhooks: int = 0
+    skipped: bool = False
+    error: str | None = None
+
+
+class Reaper:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        publish_job: Callable[[str, str], None],
+        publish_webhooks: Callable[[Iterable[str]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.publish_job = publish_job
+        self.publish_webhooks = publish_webhooks
+        self._db_was_down = False
+
+    def run_once(self) -> ReaperPass:
+        s = self.settings
+        try:
+            if self._db_was_down:
+                with session_scope(self.factory) as session:
+                    jobs.db_now(session)  # is it back?
+                self._db_was_down = False
+                log.warning("reaper: database is back; skipping one pass")
+                return ReaperPass(None, skipped=True)
+            with session_scope(self.factory) as session:
+                report = jobs.reap(session, stale_after_s=s.stale_after_s,
+                                   republish_after_s=s.republish_after_s)
+                webhook_ids = self._stuck_webhooks(session)
+        except OperationalError as exc:
+            self._db_was_down = True
+            log.warning("reaper: database unavailable: %s", exc)
+            return ReaperPass(None, error=str(exc)[:300])
+        published = 0
+        for job_id, queue in report.republish:
+            try:
+                self.publish_job(job_id, queue)
+                published += 1
+            except Exception as exc:  # noqa: BLE001 - broker down: the next pass tries again
+                log.warning("reaper: publish of job=%s failed: %s", job_id, exc)
+        if webhook_ids and self.publish_webhooks is not None:
+            try:
+                self.publish_webhooks(webhook_ids)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("reaper: webhook publish failed: %s", exc)
+        return ReaperPass(report, published, len(webhook_ids))
+
+    def _stuck_webhooks(self, session: Session) -> list[str]:
+        """Outbox rows never attempted although created more than ``republish_after_s`` ago
+        (their first publish was lost)."""
+        cutoff = jobs.db_now(session) - timedelta(seconds=self.settings.republish_after_s)
+        return list(session.execute(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.status == "pending", WebhookDelivery.attempt == 0,
+                WebhookDelivery.created_at < cutoff).limit(500)
+        ).scalars())
+
+    def loop(self, stop: threading.Event) -> None:
+        """Run a pass every ``reaper_interval_s`` until ``stop`` is set."""
+        while not stop.wait(self.settings.reaper_interval_s):
+            self.run_once()

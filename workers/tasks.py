@@ -1,0 +1,138 @@
+"""Celery tasks: thin shells around :mod:`workers.runner` and :mod:`workers.reaper`.
+
+``celery -A workers.tasks:app worker -Q gpu`` (or ``tryon worker``). Settings come from the
+environment. Nothing heavy is built at import or in the parent process: the DB engine, storage
+and runner are built on first use in each pool child (and rebuilt after a fork), and the engine
+(model) on the first job that needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import worker_process_init
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tryon.celeryconf import TASK_DELIVER_WEBHOOK, TASK_REAP, TASK_RUN_JOB
+from tryon.config import Settings, load_settings
+from tryon.records import jobs
+from tryon.records.db import make_engine, make_session_factory, session_scope
+from workers.app import make_celery, publish_job, publish_webhooks
+from workers.reaper import Reaper
+from workers.runner import BusyError, JobRunner, deliver_webhook
+
+log = logging.getLogger(__name__)
+
+settings: Settings = load_settings()
+app = make_celery(settings)
+
+_state: dict[str, Any] = {}
+
+
+@worker_process_init.connect
+def _forget_parent_state(**_: Any) -> None:
+    # A child forked after the parent touched the DB (hard-timeout handler) must not reuse the
+    # parent's pooled connections.
+    factory = _state.get("factory")
+    if factory is not None:
+        factory.kw["bind"].dispose(close=False)
+    _state.clear()
+
+
+def session_factory() -> sessionmaker[Session]:
+    if "factory" not in _state:
+        _state["factory"] = make_session_factory(make_engine(settings.resolved_database_url))
+    return _state["factory"]
+
+
+def _notify_terminal(job_id: str) -> None:
+    with session_scope(session_factory()) as s:
+        ids = jobs.pending_deliveries(s, job_id)
+    publish_webhooks(app, settings, ids)
+
+
+def runner() -> JobRunner:
+    if "runner" not in _state:
+        from tryon.storage import make_storage
+
+        _state["runner"] = JobRunner(
+            settings=settings,
+            session_factory=session_factory(),
+            storage=make_storage(settings),
+            timeout_exceptions=(SoftTimeLimitExceeded,),
+            on_terminal=_notify_terminal,
+        )
+    return _state["runner"]
+
+
+def reaper() -> Reaper:
+    if "reaper" not in _state:
+        _state["reaper"] = Reaper(
+            settings, session_factory(),
+            lambda job_id, queue: publish_job(app, settings, job_id, queue),
+            lambda ids: publish_webhooks(app, settings, ids),
+        )
+    return _state["reaper"]
+
+
+def _busy_bound() -> int:
+    # enough looks to outlast a live run up to its hard limit, then take over or find it done
+    return int(settings.hard_time_limit_s / settings.stale_after_s) + 2
+
+
+class RunJobTask(app.Task):  # type: ignore[name-defined]
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        # Called in the worker's main process after a hard-limit kill (Celery >= 5.7): the
+        # child's own code never runs again, so the row is failed from here.
+        if isinstance(exc, TimeLimitExceeded) and args:
+            try:
+                runner().mark_timed_out(str(args[0]))
+            except OperationalError:
+                log.exception("job=%s could not be marked timed out; the reaper will", args[0])
+
+
+@app.task(name=TASK_RUN_JOB, bind=True, base=RunJobTask, ignore_result=True)
+def run_job(self: Any, job_id: str) -> str:
+    """Run try-on job ``job_id`` (idempotent: a finished or running job is never run twice)."""
+    try:
+        return runner().run(job_id).status
+    except BusyError:
+        if self.request.retries >= _busy_bound():
+            log.warning("job=%s still busy after %d looks; leaving it to the reaper", job_id,
+                        self.request.retries)
+            return "busy"
+        # the running copy may have just died (reject_on_worker_lost redelivers at once):
+        # look again when its heartbeat would be stale
+        raise self.retry(countdown=settings.stale_after_s, max_retries=None) from None
+    except OperationalError as exc:
+        # the DB is down before the claim: nothing was done; back off and try again
+        if self.request.retries >= 3:
+            raise
+        delay = random.uniform(0, min(settings.max_retry_backoff_s, 2.0 * 2**self.request.retries))
+        raise self.retry(exc=exc, countdown=delay, max_retries=None) from None
+
+
+@app.task(name=TASK_DELIVER_WEBHOOK, bind=True, ignore_result=True)
+def deliver_webhook_task(self: Any, delivery_id: str) -> str:
+    """Deliver one webhook outbox row; retried with backoff up to ``webhook_max_attempts``."""
+    from tryon.webhooks import load_or_create_secret
+
+    out = deliver_webhook(settings, session_factory(), delivery_id,
+                          secret=load_or_create_secret(settings))
+    if out.status == "retry":
+        raise self.retry(countdown=out.countdown_s, max_retries=None)
+    return out.status
+
+
+@app.task(name=TASK_REAP, ignore_result=True)
+def reap_task() -> dict[str, int]:
+    """One reaper pass (scheduled by beat on the CPU queue)."""
+    p = reaper().run_once()
+    r = p.report
+    return {"requeued": len(r.requeued) if r else 0, "failed": len(r.failed) if r else 0,
+            "published": p.published, "webhooks": p.webhooks}
