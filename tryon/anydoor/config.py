@@ -63,7 +63,7 @@ class AnyDoorConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> AnyDoorConfig:
         """A model of the official layout, a few MB, for CPU tests (64 px images, 28 px refs)."""
-        base = dict(
+        base: dict[str, Any] = dict(
             unet_block_out_channels=(32, 64),
             unet_layers_per_block=1,
             unet_attention_heads=(2, 4),
@@ -169,9 +169,18 @@ class AnyDoorConfig:
         if self.dino_use_swiglu:
             # transformers derives the SwiGLU width from mlp_ratio: hidden = int(h*ratio*2/3)
             # rounded up to a multiple of 8 (ViT-g: 1536*4*2/3 = 4096)
-            kw["mlp_ratio"] = self.dino_mlp_hidden * 3 / (2 * self.dino_hidden_size)
+            ratio = round(self.dino_mlp_hidden * 3 / (2 * self.dino_hidden_size))
+            width = (int(int(self.dino_hidden_size * ratio) * 2 / 3) + 7) // 8 * 8
         else:
-            kw["mlp_ratio"] = self.dino_mlp_hidden / self.dino_hidden_size
+            ratio = round(self.dino_mlp_hidden / self.dino_hidden_size)
+            width = self.dino_hidden_size * ratio
+        # transformers 5.x validates mlp_ratio as an int, so not every width is expressible
+        if width != self.dino_mlp_hidden:
+            raise ValueError(
+                f"dino_mlp_hidden={self.dino_mlp_hidden} cannot be expressed by an integer "
+                f"mlp_ratio for hidden size {self.dino_hidden_size} (nearest gives {width})"
+            )
+        kw["mlp_ratio"] = int(ratio)
         return kw
 
     def scheduler_kwargs(self) -> dict[str, Any]:
@@ -200,5 +209,5 @@ class AnyDoorConfig:
         unknown = set(data) - set(names)
         if unknown:
             raise ValueError(f"unknown AnyDoorConfig fields: {sorted(unknown)}")
-        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        clean: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**clean)
