@@ -26,6 +26,7 @@ their stable code.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
 import os
@@ -431,7 +432,12 @@ class JobRunner:
         from tryon.images import encode_png
 
         specs: list[jobs.ResultSpec] = []
-        import hashlib
+        # what went in, so a result can be traced to the exact photo, garment and box
+        inputs = {
+            "photo_id": photo.id, "photo_sha256": photo.image_sha256,
+            "garment_id": garment.id, "garment_sha256": garment.image_sha256,
+            "box": request.box.as_list(), "category": str(request.category),
+        }
 
         for i, (image, seed) in enumerate(zip(output.images, output.seeds, strict=True)):
             data = encode_png(image)
@@ -441,7 +447,7 @@ class JobRunner:
             specs.append(jobs.ResultSpec(
                 index=i, storage_key=key, seed=int(seed), width=int(image.shape[1]),
                 height=int(image.shape[0]), sha256=hashlib.sha256(data).hexdigest(),
-                record={**output.record, "job_params": params},
+                record={**output.record, "job_params": params, "inputs": inputs},
             ))
         timings["store"] = round(time.monotonic() - t, 3)
         ok = self._db(lambda s: jobs.finish_success(s, job_id, attempt, specs, timings=timings),

@@ -3,6 +3,8 @@ photo with a placement and a garment with a mask, with real images in storage.""
 
 from __future__ import annotations
 
+import hashlib
+
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,10 @@ def seed_inputs(session: Session, storage: Any, size: tuple[int, int] = (48, 64)
     storage.put(gk, encode_png(garment), "image/png")
     storage.put(mk, encode_png(mask), "image/png")
     photo = Photo(owner_id=owner.id, image_key=pk, width=w, height=h,
+                  image_sha256=hashlib.sha256(encode_png(person)).hexdigest(),
                   placements={"upper_body": {"box": [8, 10, 40, 40], "category": "upper_body"}})
-    g = Garment(owner_id=merchant.id, category="upper_body", image_key=gk, mask_key=mk)
+    g = Garment(owner_id=merchant.id, category="upper_body", image_key=gk, mask_key=mk,
+                image_sha256=hashlib.sha256(encode_png(garment)).hexdigest())
     session.add_all([photo, g])
     session.flush()
     return {"owner": owner.id, "photo": photo.id, "garment": g.id}

@@ -21,7 +21,7 @@ from tryon.config import Settings
 from tryon.errors import StorageUnavailableError
 from tryon.records import jobs
 from tryon.records.db import make_engine, make_session_factory
-from tryon.records.models import Base, TryOnJob, TryOnResult, WebhookDelivery
+from tryon.records.models import Base, Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
 from tryon.storage import LocalStorage
 from tryon.webhooks import verify
 from workers.runner import BusyError, JobRunner, deliver_webhook
@@ -115,6 +115,14 @@ def test_success_with_derived_seeds_and_fixed_keys(settings, factory, storage, i
     assert [r.storage_key for r in results] == [
         f"results/{ids['owner']}/{job_id}/a1/{i}.png" for i in range(2)]
     assert stored(storage, ids, job_id) == [r.storage_key for r in results]
+    with factory() as s:
+        photo = s.get(Photo, results[0].record["inputs"]["photo_id"])
+        garment = s.get(Garment, results[0].record["inputs"]["garment_id"])
+    # the reproducibility record names the engine, the parameters and the exact inputs
+    record = results[0].record
+    assert record["engine"] == "fake" and record["job_params"]["num_samples"] == 2
+    assert record["inputs"]["photo_sha256"] == photo.image_sha256 != ""
+    assert record["inputs"]["garment_sha256"] == garment.image_sha256 != ""
     assert notified == [job_id] and sleeps == []
     # redelivery of a finished job is a no-op
     assert runner.run(job_id).status == "skipped"
