@@ -4,7 +4,6 @@ photo with a placement and a garment with a mask, with real images in storage.""
 from __future__ import annotations
 
 import hashlib
-
 from typing import Any
 
 import numpy as np
