@@ -133,13 +133,17 @@ def retry_transient(
 # inputs
 
 
+#: stored objects are our own re-encoded PNG/JPEG; nothing else is ever decoded here
+_STORED_FORMATS = ["PNG", "JPEG"]
+
+
 def _decode_rgb(data: bytes) -> NDArray[np.uint8]:
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data), formats=_STORED_FORMATS) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def _decode_mask(data: bytes) -> NDArray[np.bool_]:
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data), formats=_STORED_FORMATS) as im:
         if "A" in im.getbands():
             plane = np.asarray(im.getchannel("A"))
         else:

@@ -41,6 +41,10 @@ def _forget_parent_state(**_: Any) -> None:
     if factory is not None:
         factory.kw["bind"].dispose(close=False)
     _state.clear()
+    # the same Pillow hardening as the API: pixel limit never None, bomb warnings are errors
+    from tryon.images import IntakeLimits, configure_pillow
+
+    configure_pillow(IntakeLimits.from_settings(settings))
 
 
 def session_factory() -> sessionmaker[Session]:
