@@ -91,6 +91,21 @@ def result_key(owner_id: str, job_id: str, attempt: int, index: int, ext: str = 
     return check_key(f"{job_prefix(owner_id, job_id)}/a{int(attempt)}/{int(index)}.{ext}")
 
 
+def derived_prefix(owner_id: str, garment_id: str) -> str:
+    """The prefix holding every derived object of one garment (cached engine inputs):
+    ``derived/{owner_id}/{garment_id}``; deleting the garment deletes it whole."""
+    if not _OWNER_RE.fullmatch(garment_id):
+        raise InvalidStorageKeyError(f"invalid garment id: {garment_id!r}")
+    return check_prefix(f"derived/{owner_id}/{garment_id}")
+
+
+def derived_key(owner_id: str, garment_id: str, name: str, ext: str = "npz") -> str:
+    """The fixed key of one derived object of a garment:
+    ``derived/{owner_id}/{garment_id}/{name}.{ext}``. ``name`` (``[a-z0-9_-]{1,64}``) comes from
+    the engine and already encodes what the data depends on, so the key is deterministic."""
+    return check_key(f"{derived_prefix(owner_id, garment_id)}/{name}.{ext}")
+
+
 @runtime_checkable
 class Storage(Protocol):
     """What every backend offers. Keys must pass :func:`check_key`."""

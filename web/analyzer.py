@@ -20,14 +20,18 @@ log = logging.getLogger(__name__)
 
 
 def _run_analysis(image_bytes: bytes, categories: list[str] | None) -> dict[str, Any]:
-    """Pool entry point (imports the vision stack in the pool process only)."""
+    """Pool entry point (imports the vision stack in the pool process only). The result
+    carries ``person_mask_png`` (PNG bytes or None) for shape-aware target masks."""
     from tryon.vision.analysis import analyze_photo_json
 
-    return analyze_photo_json(image_bytes, categories)
+    return analyze_photo_json(image_bytes, categories, with_person_mask=True)
 
 
 class PoolAnalyzer:
-    """``analyzer(image_bytes, categories) -> analysis dict`` backed by a spawn process pool."""
+    """``analyzer(image_bytes, categories) -> analysis dict`` backed by a spawn process pool.
+
+    The dict is :meth:`tryon.vision.analysis.PhotoAnalysis.to_dict` plus ``person_mask_png``
+    (grayscale PNG bytes of the person segmentation, 255 = person, or None)."""
 
     def __init__(self, max_workers: int = 1, timeout_s: float = 120.0) -> None:
         self.max_workers = max_workers

@@ -108,6 +108,10 @@ class TryOnIn(Schema):
     guidance = Float(load_default=None, allow_none=True, validate=Range(0.0, 30.0))
     box = List(Integer(), load_default=None, allow_none=True, validate=Length(equal=4),
                metadata={"description": "Placement override [x1, y1, x2, y2), photo pixels."})
+    mask = String(load_default="box", validate=OneOf(["box", "shape"]), metadata={
+        "description": "Region to repaint: `box` (the whole placement box) or `shape` (the box "
+                       "cut to the person's silhouette from the photo's segmentation, dilated; "
+                       "falls back to the box when the photo has no usable person mask)."})
     webhook_url = String(load_default=None, allow_none=True, validate=Length(max=2000))
 
 

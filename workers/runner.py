@@ -25,6 +25,7 @@ their stable code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -151,6 +152,30 @@ def _decode_mask(data: bytes) -> NDArray[np.bool_]:
     return plane > 127
 
 
+@dataclass(frozen=True)
+class RenderInputs:
+    """What :func:`build_render_inputs` built: the request, and the target mask actually used
+    (``"box"`` or ``"shape"``; a ``shape`` request falls back to ``box`` when the photo has no
+    usable person mask or the person does not reach into the box)."""
+
+    request: RenderRequest
+    mask_used: str
+
+
+def shape_target_mask(
+    box: Box, size: tuple[int, int], person_mask: NDArray[np.bool_]
+) -> NDArray[np.bool_] | None:
+    """The shape-aware target mask, bool ``(H, W)`` for ``size == (W, H)``: the person's pixels
+    inside ``box``, dilated (``tryon.vision.masks.target_mask`` defaults), cut back to the box.
+    None when ``person_mask`` has another shape or no person pixel lies in the box."""
+    w, h = size
+    if person_mask.shape != (h, w) or not person_mask[box.y1:box.y2, box.x1:box.x2].any():
+        return None
+    from tryon.vision.masks import target_mask  # OpenCV: only when asked for
+
+    return target_mask(box, size, person_mask=person_mask)
+
+
 def build_render_request(
     photo: Photo,
     garment: Garment,
@@ -158,12 +183,24 @@ def build_render_request(
     seeds: Sequence[int],
     get: Callable[[str], bytes],
 ) -> RenderRequest:
+    """``build_render_inputs(...).request`` (see :func:`build_render_inputs`)."""
+    return build_render_inputs(photo, garment, params, seeds, get).request
+
+
+def build_render_inputs(
+    photo: Photo,
+    garment: Garment,
+    params: dict[str, Any],
+    seeds: Sequence[int],
+    get: Callable[[str], bytes],
+) -> RenderInputs:
     """The :class:`RenderRequest` for a photo, a garment and job ``params``.
 
     ``params`` keys (all optional): ``category`` (default: the garment's), ``box``
     ``[x1, y1, x2, y2]`` overriding the stored placement, ``steps``, ``guidance``,
-    ``control_strength``, ``num_samples``, ``shape_aware`` (use the stored person mask of the
-    placement, when there is one, instead of the plain box). ``get`` reads a storage key.
+    ``control_strength``, ``num_samples``, ``mask`` (``"box"``, the default, or ``"shape"``:
+    box ∩ the photo's stored person mask, dilated; ``shape_aware: true`` is read as
+    ``"shape"``). ``get`` reads a storage key.
 
     Raises :class:`InvalidInputError` (code ``no_placement``) when the photo has no placement for
     the category and no box was given.
@@ -186,11 +223,22 @@ def build_render_request(
         raise InvalidInputError(f"The box {list(raw_box)} is outside the photo.", code="invalid_box")
     target = np.zeros((h, w), dtype=bool)
     target[box.y1:box.y2, box.x1:box.x2] = True
-    person_mask_key = placement.get("person_mask_key")
-    if params.get("shape_aware") and person_mask_key:
-        from tryon.vision.masks import target_mask  # OpenCV: only when asked for
+    mask_used = "box"
+    wants_shape = params.get("mask") == "shape" or bool(params.get("shape_aware"))
+    person_mask_key = photo.person_mask_key
+    if wants_shape and person_mask_key:
+        from tryon.storage import ObjectNotFoundError
 
-        target = target_mask(box, (w, h), person_mask=_decode_mask(get(person_mask_key)))
+        try:
+            shaped = shape_target_mask(box, (w, h), _decode_mask(get(person_mask_key)))
+        except (ObjectNotFoundError, OSError, ValueError) as exc:
+            # the shape is an option: a lost or unreadable mask degrades to the box, it fails
+            # nothing (transient storage errors still propagate and are retried as usual)
+            log.warning("photo=%s person mask %s unusable (%s); using the box", photo.id,
+                        person_mask_key, type(exc).__name__)
+            shaped = None
+        if shaped is not None:
+            target, mask_used = shaped, "shape"
     landmarks = None
     if photo.pose and photo.pose.get("landmarks") is not None:
         landmarks = np.asarray(photo.pose["landmarks"], dtype=np.float32)
@@ -202,10 +250,61 @@ def build_render_request(
         num_samples=n,
         seeds=tuple(int(s) for s in seeds[:n]),
     )
-    return RenderRequest(
+    request = RenderRequest(
         person=person, garment=garment_rgb, garment_mask=garment_mask, box=box,
         target_mask=target, category=category, params=render_params, landmarks=landmarks,
     )
+    return RenderInputs(request=request, mask_used=mask_used)
+
+
+# --------------------------------------------------------------------------------------
+# derived garment data
+
+
+class StorageReferenceCache:
+    """A :class:`~tryon.engines.base.ReferenceCache` on object storage, per garment: name ``n``
+    lives at ``derived/<garment owner>/<garment>/<n>.npz`` (:func:`tryon.storage.derived_key`),
+    so deleting the garment's ``derived`` prefix removes it all.
+
+    Storage errors are retried through ``retry`` and then swallowed (a miss, or data not
+    kept). ``present`` maps the names known to exist (read or written) to their keys;
+    ``written`` lists the keys this run wrote.
+    """
+
+    def __init__(self, storage: Any, owner_id: str, garment_id: str,
+                 retry: Callable[[Callable[[], Any], str], Any]) -> None:
+        self.storage, self.owner_id, self.garment_id = storage, owner_id, garment_id
+        self._retry = retry
+        self.present: dict[str, str] = {}
+        self.written: list[str] = []
+
+    def key(self, name: str) -> str:
+        from tryon.storage import derived_key
+
+        return derived_key(self.owner_id, self.garment_id, name)
+
+    def get(self, name: str) -> bytes | None:
+        key = self.key(name)
+        try:
+            data: bytes = self._retry(lambda: self.storage.get(key), "derived.get")
+        except KeyError:  # ObjectNotFoundError: not cached yet
+            return None
+        except TRANSIENT_ERRORS as exc:
+            log.warning("derived %s unreadable, recomputing: %s", key, exc)
+            return None
+        self.present[name] = key
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        key = self.key(name)
+        try:
+            self._retry(lambda: self.storage.put(key, data, "application/octet-stream"),
+                        "derived.put")
+        except TRANSIENT_ERRORS as exc:
+            log.warning("derived %s not stored: %s", key, exc)
+            return
+        self.present[name] = key
+        self.written.append(key)
 
 
 # --------------------------------------------------------------------------------------
@@ -404,9 +503,11 @@ class JobRunner:
                 (jobs._aware(job.started_at) - jobs._aware(job.created_at)).total_seconds(), 3)
         params = dict(job.params or {})
         seeds = jobs.job_seeds(job_id, int(params.get("num_samples", 1)), params.get("seed"))
-        request = build_render_request(
+        built = build_render_inputs(
             photo, garment, params, seeds,
             lambda key: self._retry(lambda: self.storage.get(key), "storage.get"))
+        cache = StorageReferenceCache(self.storage, garment.owner_id, garment.id, self._retry)
+        request = dataclasses.replace(built.request, reference_cache=cache)
         timings["preprocess"] = round(time.monotonic() - t, 3)
 
         t = time.monotonic()
@@ -423,10 +524,12 @@ class JobRunner:
             hb.progress = 0.95 * step / max(total, 1)
 
         token = CURRENT_JOB.set(JobContext(job_id, attempt, params))
+        output = None
         try:
             output = engine.render(request, callback=on_step, should_cancel=hb.should_cancel)
         finally:
             CURRENT_JOB.reset(token)
+            self._record_derived(garment.id, cache, output.record if output else None)
         timings["sampling"] = round(time.monotonic() - t, 3)
         if hb.lost:
             raise _Fenced
@@ -441,6 +544,7 @@ class JobRunner:
             "photo_id": photo.id, "photo_sha256": photo.image_sha256,
             "garment_id": garment.id, "garment_sha256": garment.image_sha256,
             "box": request.box.as_list(), "category": str(request.category),
+            "mask": built.mask_used,
         }
 
         for i, (image, seed) in enumerate(zip(output.images, output.seeds, strict=True)):
@@ -461,6 +565,38 @@ class JobRunner:
         log.info("job=%s attempt=%d succeeded samples=%d", job_id, attempt, len(specs))
         self._notify(job_id)
         return RunOutcome(job_id, "succeeded", attempt)
+
+    def _record_derived(self, garment_id: str, cache: StorageReferenceCache,
+                        record: dict[str, Any] | None) -> None:
+        """Note the engine's cached garment data in ``Garment.derived[version] =
+        {"reference_key", "tokens_key"}`` (one short transaction). If the garment was deleted
+        meanwhile, delete what this run wrote (its delete may have swept the prefix before).
+        Never raises: the cache is an optimisation, the job's outcome does not depend on it."""
+        info = (record or {}).get("reference_cache") or {}
+        ref, tok, version = info.get("reference"), info.get("tokens"), info.get("version")
+        entry = None
+        if version and ref in cache.present and tok in cache.present:
+            entry = {"reference_key": cache.present[ref], "tokens_key": cache.present[tok]}
+        if entry is None and not cache.written:
+            return
+
+        def write(s: Session) -> bool:
+            g = s.get(Garment, garment_id, populate_existing=True, with_for_update=True)
+            if g is None or g.deleted_at is not None:
+                return False
+            derived = dict(g.derived or {})
+            if entry is not None and derived.get(str(version)) != entry:
+                derived[str(version)] = entry
+                g.derived = derived  # a new object: SQLAlchemy sees the JSON change
+            return True
+
+        try:
+            alive = self._db(write, "record derived")
+        except TRANSIENT_ERRORS as exc:
+            log.warning("garment=%s derived data not recorded: %s", garment_id, exc)
+            return
+        if not alive:
+            self._delete(cache.written)
 
     # -- hard time limit ----------------------------------------------------------------
     def mark_timed_out(self, job_id: str) -> bool:

@@ -47,6 +47,11 @@ r = client.post("/v1/photos", headers={"Authorization": f"Bearer {key}"},
                 content_type="multipart/form-data",
                 data={"image": (io.BytesIO(buf.getvalue()), "a.jpg"), "consent": "true"})
 photo = r.get_json()
+from tryon.records.models import Photo
+with factory() as s:
+    row = s.get(Photo, photo["id"]) if r.status_code == 201 else None
+    mask_key = row.person_mask_key if row is not None else None
+person_mask = bool(mask_key) and app.extensions["tryon"].storage.exists(mask_key)
 preview = None
 if r.status_code == 201 and photo["usable_categories"]:
     cat = photo["usable_categories"][0]
@@ -61,7 +66,7 @@ gr = client.post("/v1/garments", headers={"Authorization": f"Bearer {mkey}"},
 app.extensions["tryon"].analyzer.shutdown()
 print(json.dumps({"after_create": after_create, "after_upload": [m for m in BANNED if m in sys.modules],
                   "status": r.status_code, "photo": photo, "preview": preview,
-                  "garment": gr.status_code}))
+                  "garment": gr.status_code, "person_mask": person_mask}))
 """
 
 
@@ -83,3 +88,5 @@ def test_web_never_imports_heavy_modules_with_real_pool(tmp_path: Path) -> None:
     assert 0 <= x1 < x2 <= photo["width"] and 0 <= y1 < y2 <= photo["height"]
     assert out["preview"] == [200, "image/png"]
     assert out["garment"] == 201
+    # the pool's segmentation was stored for shape-aware target masks
+    assert out["person_mask"] is True

@@ -3,8 +3,9 @@
 Diffusers-style and single-file: one ``__call__`` whose body is numbered steps, plus public
 step hooks (:meth:`AnyDoorPipeline.encode_reference`, :meth:`~AnyDoorPipeline.predict_noise`,
 :meth:`~AnyDoorPipeline.guided_noise`, :meth:`~AnyDoorPipeline.sample`,
-:meth:`~AnyDoorPipeline.vae_encode`, :meth:`~AnyDoorPipeline.vae_decode`) that tests and
-training reuse. Behaviour follows the reference's gradio/predict path (see
+:meth:`~AnyDoorPipeline.vae_encode`, :meth:`~AnyDoorPipeline.vae_decode`,
+:meth:`~AnyDoorPipeline.prepare_reference_inputs`, :meth:`~AnyDoorPipeline.reference_tokens`)
+that tests, training and the engine's per-garment cache reuse. Behaviour follows the reference's gradio/predict path (see
 ``docs/anydoor-engine.md``):
 
 * the ControlNet sees the 4-channel hint and the ID tokens, never x_t (its ``conv_in`` is zero);
@@ -29,7 +30,13 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from tryon.anydoor.models import AnyDoorComponents
-from tryon.anydoor.preprocess import TargetInputs, paste_back, prepare_reference, prepare_target
+from tryon.anydoor.preprocess import (
+    ReferenceInputs,
+    TargetInputs,
+    paste_back,
+    prepare_reference,
+    prepare_target,
+)
 from tryon.anydoor.sampling import DDIMSchedule
 from tryon.errors import CanceledError, InvalidInputError, InvalidMaskError, NumericalError
 from tryon.types import Box
@@ -138,6 +145,41 @@ class AnyDoorPipeline:
                     argument="latents",
                 )
 
+    def _check_reference(self, reference: Any) -> None:
+        size = self.config.reference_size
+        want = {
+            "image": ((size, size, 3), np.float32),
+            "mask": ((size, size), np.uint8),
+            "hf_map": ((size, size, 3), np.uint8),
+        }
+        if not isinstance(reference, ReferenceInputs):
+            raise InvalidInputError(
+                f"reference must be a ReferenceInputs, got {type(reference).__name__}",
+                argument="reference",
+            )
+        for name, (shape, dtype) in want.items():
+            arr = getattr(reference, name)
+            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+                raise InvalidInputError(
+                    f"reference.{name} must be {np.dtype(dtype).name} {shape}, got "
+                    f"{getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}",
+                    argument="reference",
+                )
+
+    def _check_tokens(self, tokens: Any) -> None:
+        want = tuple(self.unconditional_tokens(1).shape)
+        if (
+            not isinstance(tokens, Tensor)
+            or not tokens.is_floating_point()
+            or tuple(tokens.shape) != want
+        ):
+            raise InvalidInputError(
+                f"reference_tokens must be a float tensor of shape {want}, got "
+                f"{getattr(tokens, 'dtype', type(tokens).__name__)} "
+                f"{tuple(getattr(tokens, 'shape', ()))}",
+                argument="reference_tokens",
+            )
+
     def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
         side = self.config.image_size // self.config.vae_downscale
         return (batch, self.config.latent_channels, side, side)
@@ -192,6 +234,29 @@ class AnyDoorPipeline:
             self._uncond_cache.clear()
             self._uncond_cache[key] = tokens
         return tokens.expand(batch, -1, -1)
+
+    def prepare_reference_inputs(
+        self,
+        reference_image: NDArray[np.uint8],
+        reference_mask: NDArray[Any],
+        expand_ratio: float = 1.2,
+    ) -> ReferenceInputs:
+        """Step 2a: :func:`~tryon.anydoor.preprocess.prepare_reference` at this model's
+        ``reference_size``. Depends only on the inputs, ``expand_ratio`` and the preprocessing
+        version, so a caller may cache it per garment."""
+        return prepare_reference(
+            reference_image,
+            reference_mask,
+            expand_ratio=expand_ratio,
+            size=self.config.reference_size,
+        )
+
+    def reference_tokens(self, reference: ReferenceInputs) -> Tensor:
+        """Step 3a: ID tokens ``(1, N, D)`` of prepared reference inputs (one DINOv2 pass), on
+        ``self.device`` in ``self.dtype``. Cacheable per garment, weights, device and dtype;
+        pass them back as ``reference_tokens=`` to skip the pass."""
+        ref_tensor = torch.from_numpy(np.ascontiguousarray(reference.image)).permute(2, 0, 1)[None]
+        return self.encode_reference(ref_tensor.float())
 
     @torch.no_grad()
     def predict_noise(
@@ -361,6 +426,8 @@ class AnyDoorPipeline:
         crop_ratio: float = 2.0,
         shape_mask: bool = False,
         batched_cfg: bool = True,
+        reference: ReferenceInputs | None = None,
+        reference_tokens: Tensor | None = None,
     ) -> AnyDoorOutput:
         """Place the masked reference object into the target region.
 
@@ -368,6 +435,13 @@ class AnyDoorPipeline:
         ``(H, W)`` bool or {0, 1} (1 = object). ``target_mask``: ``(H, W)`` bool or {0, 1}
         mask of the region to fill, or a :class:`~tryon.types.Box` inside the image.
         ``generator`` seeds the initial noise (same seed -> same image); ``latents`` overrides it.
+
+        ``reference``/``reference_tokens``: the results of :meth:`prepare_reference_inputs`
+        (with the same ``expand_ratio``) and :meth:`reference_tokens` for this reference,
+        computed earlier (e.g. cached per garment); given, steps 2a/3a are skipped and the
+        output is bit-identical to a call without them. Tokens in another float dtype are
+        cast (float32 holds fp16/bf16 values exactly). The caller vouches that they belong to
+        ``reference_image``/``reference_mask``; only their shapes are checked.
         """
         # 1. Check inputs
         self.check_inputs(
@@ -385,12 +459,16 @@ class AnyDoorPipeline:
         if isinstance(target_mask, Box):
             target_mask = _box_mask(target_mask, target_image.shape[:2])
 
+        if reference is not None:
+            self._check_reference(reference)
+        if reference_tokens is not None:
+            self._check_tokens(reference_tokens)
+
         # 2. Preprocess the reference (224 masked crop + high-frequency map) and the target
-        ref = prepare_reference(
-            reference_image,
-            reference_mask,
-            expand_ratio=expand_ratio,
-            size=self.config.reference_size,
+        ref = (
+            reference
+            if reference is not None
+            else self.prepare_reference_inputs(reference_image, reference_mask, expand_ratio)
         )
         prepared = prepare_target(
             target_image,
@@ -402,8 +480,10 @@ class AnyDoorPipeline:
         )
 
         # 3. Encode the reference: ID tokens for both CFG branches
-        ref_tensor = torch.from_numpy(np.ascontiguousarray(ref.image)).permute(2, 0, 1)[None]
-        cond_tokens = self.encode_reference(ref_tensor.float())
+        if reference_tokens is not None:
+            cond_tokens = reference_tokens.to(device=self.device, dtype=self.dtype)
+        else:
+            cond_tokens = self.reference_tokens(ref)
         uncond_tokens = self.unconditional_tokens(1)
 
         # 4. Prepare the hint (collage RGB in [-1, 1] + mask channel), channels first

@@ -9,13 +9,25 @@ registry or the CLI costs nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from tryon.config import Settings
-from tryon.engines.base import CancelCheck, ProgressCallback, RenderOutput, RenderRequest
+from tryon.engines.base import (
+    CancelCheck,
+    ProgressCallback,
+    ReferenceCache,
+    RenderOutput,
+    RenderRequest,
+)
 from tryon.errors import CanceledError, ConfigError, InvalidInputError, WeightsNotFoundError
 
 if TYPE_CHECKING:
@@ -23,10 +35,17 @@ if TYPE_CHECKING:
 
     from tryon.anydoor.models import AnyDoorComponents
     from tryon.anydoor.pipeline import AnyDoorPipeline
+    from tryon.anydoor.preprocess import ReferenceInputs
 
 log = logging.getLogger(__name__)
 
 ENGINE_VERSION = "1"
+#: the reference crop's padding ratio (the demo's and the pipeline's default)
+REFERENCE_EXPAND_RATIO = 1.2
+#: bump when the byte layout of cached reference data changes (it is part of every cache name)
+REFERENCE_CACHE_FORMAT = "npz1"
+
+_T = TypeVar("_T")
 
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -57,6 +76,106 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def garment_fingerprint(garment: NDArray[np.uint8], mask: NDArray[Any]) -> str:
+    """sha256 hex of a garment's pixels and mask: uint8 ``(H, W, 3)`` RGB and ``(H, W)`` mask
+    (any dtype; nonzero = garment). Shapes are hashed too, so a reshaped buffer differs."""
+    h = hashlib.sha256()
+    g = np.ascontiguousarray(garment, dtype=np.uint8)
+    m = np.ascontiguousarray(np.asarray(mask) != 0)
+    for tag, arr in ((b"rgb", g), (b"mask", m)):
+        h.update(tag + repr(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ReferenceCacheNames:
+    """Cache names of one garment's derived data under one model version.
+
+    ``version``: weights checksum, preprocessing version, dtype and device type (what the
+    tokens depend on bit for bit); ``reference``/``tokens``: the names given to
+    :class:`~tryon.engines.base.ReferenceCache` (``ref-``/``tok-`` + 40 hex).
+    """
+
+    version: str
+    reference: str
+    tokens: str
+
+
+def reference_cache_names(
+    fingerprint: str,
+    *,
+    weights_checksum: str,
+    reference_size: int,
+    dtype: str,
+    device_type: str,
+    expand_ratio: float = REFERENCE_EXPAND_RATIO,
+) -> ReferenceCacheNames:
+    """Names for a garment with :func:`garment_fingerprint` ``fingerprint``.
+
+    The prepared reference depends on the pixels, the preprocessing version, the expand ratio
+    and the reference size; the tokens additionally on the weights, the dtype and the device
+    type (GPU kernels round differently from CPU ones), so each name hashes all of them and a
+    name never changes meaning. The weights checksum is in the reference's name too: an entry
+    in ``Garment.derived`` is a unit per model version.
+    """
+    from tryon.anydoor.preprocess import PREPROCESS_VERSION
+
+    base = "|".join([REFERENCE_CACHE_FORMAT, fingerprint, weights_checksum, PREPROCESS_VERSION,
+                     repr(float(expand_ratio)), str(int(reference_size))])
+    ref = hashlib.sha256(f"ref|{base}".encode()).hexdigest()[:40]
+    tok = hashlib.sha256(f"tok|{base}|{dtype}|{device_type}".encode()).hexdigest()[:40]
+    version = f"{weights_checksum}:{PREPROCESS_VERSION}:{dtype}:{device_type}"
+    return ReferenceCacheNames(version=version, reference=f"ref-{ref}", tokens=f"tok-{tok}")
+
+
+def _npz(**arrays: NDArray[Any]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _load_npz(data: bytes, names: tuple[str, ...]) -> dict[str, NDArray[Any]]:
+    """The arrays ``names`` of npz ``data``; ValueError when one is missing (never unpickles)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        missing = [n for n in names if n not in z.files]
+        if missing:
+            raise ValueError(f"cached data lacks {missing}")
+        return {n: z[n] for n in names}
+
+
+def encode_reference_inputs(ref: ReferenceInputs) -> bytes:
+    """:class:`ReferenceInputs` -> npz bytes (image float32, mask and hf_map uint8, exact)."""
+    return _npz(image=ref.image, mask=ref.mask, hf_map=ref.hf_map)
+
+
+def decode_reference_inputs(data: bytes, size: int) -> ReferenceInputs:
+    """Inverse of :func:`encode_reference_inputs`; ValueError unless the arrays have the
+    shapes and dtypes of a reference prepared at side ``size``."""
+    from tryon.anydoor.preprocess import ReferenceInputs
+
+    arrays = _load_npz(data, ("image", "mask", "hf_map"))
+    want = {"image": ((size, size, 3), np.float32), "mask": ((size, size), np.uint8),
+            "hf_map": ((size, size, 3), np.uint8)}
+    for name, (shape, dtype) in want.items():
+        if arrays[name].shape != shape or arrays[name].dtype != dtype:
+            raise ValueError(f"cached {name} is {arrays[name].dtype} {arrays[name].shape}")
+    return ReferenceInputs(image=arrays["image"], mask=arrays["mask"], hf_map=arrays["hf_map"])
+
+
+def encode_tokens(tokens: torch.Tensor) -> bytes:
+    """ID tokens ``(1, N, D)`` -> npz bytes of float32 (exact for fp16/bf16/fp32 tokens)."""
+    return _npz(tokens=tokens.detach().float().cpu().numpy())
+
+
+def decode_tokens(data: bytes, shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """Inverse of :func:`encode_tokens`; ValueError unless float32 of ``shape`` and finite."""
+    arr = _load_npz(data, ("tokens",))["tokens"]
+    if arr.dtype != np.float32 or tuple(arr.shape) != tuple(shape) or not np.isfinite(arr).all():
+        raise ValueError(f"cached tokens are {arr.dtype} {arr.shape}, expected float32 {shape}")
+    return arr
 
 
 class AnyDoorEngine:
@@ -171,6 +290,8 @@ class AnyDoorEngine:
         images = []
         with self._lock:
             pipe = self._ensure_pipeline()
+            # once per render, not per sample: the DINOv2 pass is the costliest part to repeat
+            reference, tokens, cache_record = self._reference(pipe, request)
             for k, seed in enumerate(p.seeds):
 
                 def on_step(i: int, t: int, latents: torch.Tensor, k: int = k) -> None:
@@ -188,6 +309,9 @@ class AnyDoorEngine:
                     generator=torch.Generator().manual_seed(int(seed)),
                     callback_on_step_end=on_step,
                     interrupt=should_cancel,
+                    expand_ratio=REFERENCE_EXPAND_RATIO,
+                    reference=reference,
+                    reference_tokens=tokens,
                 )
                 images.append(out.image)
         record: dict[str, Any] = {
@@ -204,5 +328,74 @@ class AnyDoorEngine:
             },
             "device": self._device,
             "dtype": self._dtype,
+            "reference_cache": cache_record,
         }
         return RenderOutput(images=images, seeds=[int(s) for s in p.seeds], record=record)
+
+    # -- derived garment data ---------------------------------------------------------------
+    def _reference(
+        self, pipe: AnyDoorPipeline, request: RenderRequest
+    ) -> tuple[ReferenceInputs, torch.Tensor, dict[str, Any]]:
+        """Prepared reference and ID tokens for ``request``'s garment, from
+        ``request.reference_cache`` when it holds them (else computed and offered to it).
+
+        Returns them with the record entry: ``{"status": "hit" | "partial" | "miss" | "off",
+        "version", "reference", "tokens"}`` ("off": no cache given, or weights without a
+        checksum, whose data could not be told apart from other weights')."""
+        import torch
+
+        cache = request.reference_cache
+        names = None
+        if cache is not None and self._checksum:
+            names = reference_cache_names(
+                garment_fingerprint(request.garment, request.garment_mask),
+                weights_checksum=self._checksum,
+                reference_size=pipe.config.reference_size,
+                dtype=self._dtype,
+                device_type=torch.device(self._device).type,
+            )
+        size = pipe.config.reference_size
+        reference = tokens = None
+        hits = 0
+        if cache is not None and names is not None:
+            reference = _cache_get(cache, names.reference,
+                                   lambda b: decode_reference_inputs(b, size))
+            want = tuple(pipe.unconditional_tokens(1).shape)
+            cached = _cache_get(cache, names.tokens, lambda b: decode_tokens(b, want))
+            if cached is not None:
+                tokens = torch.from_numpy(cached).to(device=pipe.device, dtype=pipe.dtype)
+            hits = (reference is not None) + (tokens is not None)
+        if reference is None:
+            reference = pipe.prepare_reference_inputs(
+                request.garment, request.garment_mask, REFERENCE_EXPAND_RATIO)
+            if cache is not None and names is not None:
+                _cache_put(cache, names.reference, encode_reference_inputs(reference))
+        if tokens is None:
+            tokens = pipe.reference_tokens(reference)
+            if cache is not None and names is not None:
+                _cache_put(cache, names.tokens, encode_tokens(tokens))
+        if names is None:
+            return reference, tokens, {"status": "off"}
+        status = {0: "miss", 1: "partial", 2: "hit"}[hits]
+        log.info("reference cache %s version=%s", status, names.version)
+        return reference, tokens, {"status": status, "version": names.version,
+                                   "reference": names.reference, "tokens": names.tokens}
+
+
+def _cache_get(cache: ReferenceCache, name: str, decode: Callable[[bytes], _T]) -> _T | None:
+    """``decode(cache.get(name))``, or None when absent, unreadable or malformed: a cache
+    problem costs a recomputation, never the render."""
+    try:
+        data = cache.get(name)
+        return None if data is None else decode(data)
+    except Exception as exc:  # noqa: BLE001 - any cache failure is a miss
+        log.warning("reference cache entry %s unusable (%s: %s); recomputing", name,
+                    type(exc).__name__, exc)
+        return None
+
+
+def _cache_put(cache: ReferenceCache, name: str, data: bytes) -> None:
+    try:
+        cache.put(name, data)
+    except Exception as exc:  # noqa: BLE001 - the render goes on without caching
+        log.warning("reference cache put %s failed (%s: %s)", name, type(exc).__name__, exc)

@@ -27,6 +27,18 @@ class RenderParams:
     seeds: tuple[int, ...] = (0,)
 
 
+class ReferenceCache(Protocol):
+    """Byte store for derived garment data an engine may reuse between renders (AnyDoor: the
+    prepared reference and its DINOv2 tokens). ``name`` is chosen by the engine: 1-64
+    characters of ``[a-z0-9_-]``, derived from everything the data depends on, so a name never
+    changes meaning. ``get`` returns None when nothing is stored (or it cannot be read right
+    now); ``put`` may drop the data silently: a cache must never fail a render."""
+
+    def get(self, name: str) -> bytes | None: ...
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+
 @dataclass(frozen=True)
 class RenderRequest:
     """Inputs to an engine. Images are RGB uint8 ``(H, W, 3)``; masks bool ``(H, W)``."""
@@ -41,6 +53,8 @@ class RenderRequest:
     params: RenderParams = field(default_factory=RenderParams)
     #: pose landmarks (33, 4) [x_px, y_px, z, visibility] when known (the preview engine fits to them)
     landmarks: NDArray[np.float32] | None = None
+    #: where an engine may keep derived data of this garment (ignored by engines without any)
+    reference_cache: ReferenceCache | None = None
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,9 @@ class Garment(Base):
     image_sha256: Mapped[str] = mapped_column(String(64), default="")
     width: Mapped[int] = mapped_column(Integer, default=0)
     height: Mapped[int] = mapped_column(Integer, default=0)
-    #: derived data per model version: {model_version: {"reference_key", "hf_map_key", "tokens_key"}}
+    #: derived data per model version (written by the worker, objects under
+    #: ``derived/<owner>/<garment>/``): {"<weights sha>:<preprocess>:<dtype>:<device>":
+    #: {"reference_key": prepared reference + HF map (npz), "tokens_key": ID tokens (npz)}}
     derived: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -114,6 +116,8 @@ class Photo(Base):
     verdicts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: {category: Placement.to_dict()}
     placements: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the person segmentation (grayscale PNG, 255 = person) for shape-aware target masks
+    person_mask_key: Mapped[str | None] = mapped_column(String(300), default=None)
     consent_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -61,6 +61,9 @@ class PhotoAnalysis:
     verdicts: dict[str, str | None]
     image_size: tuple[int, int]
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the segmenter's person probability, float32 ``(H, W)`` in [0, 1] (None without a
+    #: segmenter); not part of :meth:`to_dict` (see :func:`encode_person_mask`)
+    person_mask: NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
     def usable(self, category: Category | str) -> bool:
         return self.verdicts.get(Category(category).value, "unknown") is None
@@ -120,6 +123,7 @@ def analyze_photo(
     # 2. Pose and person mask
     pose = pose_estimator.estimate(arr)
     coverage = float("nan")
+    person = None
     if segmenter is not None:
         person = segmenter.segment(arr)
         coverage = float((person >= 0.5).mean())
@@ -150,7 +154,7 @@ def analyze_photo(
         "photo analysed size=%dx%d pose=%s people=%d verdicts=%s",
         w, h, pose is not None, people, verdicts,
     )  # fmt: skip
-    return PhotoAnalysis(pose, coverage, people, placements, verdicts, (w, h), details)
+    return PhotoAnalysis(pose, coverage, people, placements, verdicts, (w, h), details, person)
 
 
 def check_photo(
@@ -223,15 +227,36 @@ def decode_rgb(image_bytes: bytes) -> NDArray[np.uint8]:
         raise InvalidImageError(f"The photo could not be decoded: {exc}") from exc
 
 
+def encode_person_mask(person_mask: NDArray[Any]) -> bytes:
+    """A person mask (float ``(H, W)`` in [0, 1], or bool) -> grayscale 8-bit PNG bytes,
+    ``round(p * 255)``: 255 = person. Read back with ``> 127`` for the 0.5 threshold."""
+    import io
+
+    from PIL import Image
+
+    arr = np.asarray(person_mask)
+    if arr.ndim != 2:
+        raise ValueError(f"person_mask must be (H, W), got {arr.shape}")
+    plane = np.clip(np.rint(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(plane, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def analyze_photo_json(
-    image_bytes: bytes, categories: Iterable[Category | str] | None = None
+    image_bytes: bytes,
+    categories: Iterable[Category | str] | None = None,
+    *,
+    with_person_mask: bool = False,
 ) -> dict[str, Any]:
     """:func:`analyze_photo` on encoded, already normalised photo bytes; returns
     :meth:`PhotoAnalysis.to_dict`.
 
     Meant to run in a worker or process pool so the calling process never imports MediaPipe;
     each process builds its models once. Raises InvalidImageError for undecodable bytes; all
-    pre-flight failures are in the returned verdicts.
+    pre-flight failures are in the returned verdicts. ``with_person_mask`` adds
+    ``"person_mask_png"``: :func:`encode_person_mask` bytes of the segmentation (None when no
+    pixel is person), computed in the same pass (the dict is then no longer pure JSON).
     """
     image = decode_rgb(image_bytes)
     pose_estimator, segmenter = _process_models()
@@ -241,7 +266,12 @@ def analyze_photo_json(
         segmenter=segmenter,
         categories=tuple(Category) if categories is None else categories,
     )
-    return analysis.to_dict()
+    out = analysis.to_dict()
+    if with_person_mask:
+        mask = analysis.person_mask
+        usable = mask is not None and bool((mask >= 0.5).any())
+        out["person_mask_png"] = encode_person_mask(mask) if mask is not None and usable else None
+    return out
 
 
 __all__ = [
@@ -250,4 +280,5 @@ __all__ = [
     "analyze_photo_json",
     "check_photo",
     "decode_rgb",
+    "encode_person_mask",
 ]

@@ -116,14 +116,19 @@ def get_garment(garment_id: str) -> dict[str, Any]:
 @roles(Role.MERCHANT)
 @bp.output({}, status_code=204)
 def delete_garment(garment_id: str) -> tuple[str, int]:
-    """Delete a garment: open try-ons using it are canceled, its files removed."""
+    """Delete a garment: open try-ons using it are canceled, its files removed (with the
+    engine data derived from it)."""
     from tryon.records.jobs import cancel_job
+    from tryon.storage import derived_prefix
 
     svc = services()
     session = db_session()
     g = _own_garment(garment_id)
     g.deleted_at = utcnow()
     keys = [g.image_key, g.mask_key]
+    # every derived object lives under this prefix, recorded in g.derived or not (a worker
+    # may have stored one and lost the race to record it)
+    prefix = derived_prefix(g.owner_id, g.id)
     open_jobs = session.scalars(
         select(TryOnJob.id).where(TryOnJob.garment_id == g.id,
                                   TryOnJob.status.in_(("queued", "running")))
@@ -133,4 +138,5 @@ def delete_garment(garment_id: str) -> tuple[str, int]:
     session.commit()
     for key in keys:
         svc.storage.delete(key)
+    svc.storage.delete_prefix(prefix)
     return "", 204

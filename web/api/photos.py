@@ -84,21 +84,30 @@ def create_photo(form: dict[str, Any]) -> dict[str, Any]:
         code = next((c for c in _REASON_PRIORITY if c in codes), codes[0] if codes else "no_person")
         cat = next((k for k, v in verdicts.items() if v == code), None)
         raise verdict_error(code, analysis.get("details", {}).get(cat or "", {}))
-    # 3. store and record
+    # 3. store and record (the person mask too, for shape-aware target masks)
     key = new_key("photos", owner, "jpg" if image.content_type == "image/jpeg" else "png")
     svc.storage.put(key, image.encoded, image.content_type)
-    session = db_session()
-    p = Photo(
-        owner_id=owner, image_key=key, image_sha256=image.sha256, width=image.size[0],
-        height=image.size[1], pose=analysis.get("pose"), verdicts=verdicts,
-        placements=dict(analysis.get("placements", {})), consent_at=utcnow(),
-    )
-    session.add(p)
+    keys = [key]
+    mask_png = analysis.get("person_mask_png")
+    mask_key = None
     try:
+        if isinstance(mask_png, bytes) and mask_png:
+            mask_key = new_key("personmasks", owner, "png")
+            svc.storage.put(mask_key, mask_png, "image/png")
+            keys.append(mask_key)
+        session = db_session()
+        p = Photo(
+            owner_id=owner, image_key=key, image_sha256=image.sha256, width=image.size[0],
+            height=image.size[1], pose=analysis.get("pose"), verdicts=verdicts,
+            placements=dict(analysis.get("placements", {})), consent_at=utcnow(),
+            person_mask_key=mask_key,
+        )
+        session.add(p)
         session.commit()
     except Exception:
-        session.rollback()
-        svc.storage.delete(key)
+        db_session().rollback()
+        for k in keys:
+            svc.storage.delete(k)
         raise
     log.info("photo=%s created owner=%s usable=%s", p.id, owner,
              [c for c, v in verdicts.items() if v is None])
@@ -151,9 +160,11 @@ def delete_photo(photo_id: str) -> tuple[str, int]:
     if job_ids:
         for r in session.scalars(select(TryOnResult).where(TryOnResult.job_id.in_(job_ids))):
             session.delete(r)
-    image_key, owner = p.image_key, p.owner_id
+    image_key, mask_key, owner = p.image_key, p.person_mask_key, p.owner_id
     session.commit()
     svc.storage.delete(image_key)
+    if mask_key:
+        svc.storage.delete(mask_key)
     for job_id in job_ids:
         svc.storage.delete_prefix(job_prefix(owner, job_id))
     return "", 204

@@ -155,7 +155,9 @@ def create_tryon(body: dict[str, Any]) -> Any:
     owner = current_principal().account_id
     # 1. idempotency: replay, mismatch or in flight
     key = _idempotency_key()
-    digest = request_hash(body)
+    # `mask` at its default is left out: it means the same request as before the field existed,
+    # so keys stored then (and bodies that omit it) keep matching
+    digest = request_hash({k: v for k, v in body.items() if (k, v) != ("mask", "box")})
     if key is not None:
         replay = _replay(owner, key, digest)
         if replay is not None:
@@ -201,7 +203,7 @@ def create_tryon(body: dict[str, Any]) -> Any:
         "steps": body.get("steps") or svc.settings.default_steps,
         "guidance": body.get("guidance") if body.get("guidance") is not None
         else svc.settings.default_guidance,
-        "box": box,
+        "box": box, "mask": body.get("mask") or "box",
     }
     try:
         job = create_job(
