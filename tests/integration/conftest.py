@@ -117,7 +117,8 @@ class Stack:
                      extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}-{len(self.workers)}.log", "wb")  # noqa: SIM115
         env = {**os.environ, **self.env, **(extra_env or {}),
-               "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "workers"), str(ROOT)]),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "workers"),
+                                              str(ROOT / "tests" / "integration"), str(ROOT)]),
                "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-c", "from tryon.cli import main; main()", "worker",
                "--queues", "gpu,cpu", "--concurrency", str(concurrency),
@@ -155,9 +156,13 @@ class Stack:
                 proc.wait(10)
         import redis
 
-        r = redis.Redis.from_url(REDIS_URL)
-        for key in r.scan_iter(f"{self.prefix}*"):
-            r.delete(key)
+        try:
+            # the broker of this stack (a throwaway server in the outage tests may be gone)
+            r = redis.Redis.from_url(self.settings.resolved_broker_url, socket_connect_timeout=2)
+            for key in r.scan_iter(f"{self.prefix}*"):
+                r.delete(key)
+        except redis.exceptions.ConnectionError:
+            pass
         self.engine.dispose()
 
     def logs(self) -> str:
@@ -209,7 +214,8 @@ class Stack:
     def queue_len(self, logical: str = "cpu") -> int:
         import redis
 
-        return int(redis.Redis.from_url(REDIS_URL).llen(f"{self.prefix}{logical}"))
+        return int(redis.Redis.from_url(self.settings.resolved_broker_url)
+                   .llen(f"{self.prefix}{logical}"))
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str, stack: Stack | None = None) -> None:
@@ -228,6 +234,77 @@ def stack_factory(tmp_path: Path, pg_url: str) -> Iterator[Callable[..., Stack]]
 
     def make(**env: str) -> Stack:
         s = Stack(tmp_path, pg_url, env)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+# -- throwaway servers (outage tests stop and kill these, never the shared ones) ------------
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Any]:
+    """A PostgreSQL cluster of this test module only (``initdb`` + ``pg_ctl`` on a free port)."""
+    from servers import PgCluster
+
+    why = PgCluster.available()
+    if why:
+        pytest.skip(why)
+    cluster = PgCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster_db_url(pg_cluster: Any) -> str:
+    """A fresh database with the schema on the module's throwaway cluster."""
+    from tryon.records.db import make_engine
+    from tryon.records.models import Base
+
+    url = pg_cluster.create_database(f"tryon_{uuid.uuid4().hex[:10]}")
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``make(aof=True)`` -> a started throwaway ``redis-server`` (killed at teardown)."""
+    from servers import RedisServer
+
+    why = RedisServer.available()
+    if why:
+        pytest.skip(why)
+    made: list[Any] = []
+
+    def make(aof: bool = True, start: bool = True) -> Any:
+        server = RedisServer(tmp_path / f"redis-{len(made)}", aof=aof)
+        made.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+@pytest.fixture
+def stack_on(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """``make(db_url, **env)`` -> a :class:`Stack` on any database (e.g. a throwaway cluster's),
+    with ``TRYON_BROKER_URL`` etc. from ``env``. Closed at teardown."""
+    made: list[Stack] = []
+
+    def make(db_url: str, **env: str) -> Stack:
+        s = Stack(tmp_path, db_url, env)
         made.append(s)
         return s
 
