@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 import cv2
@@ -17,14 +16,14 @@ from numpy.typing import NDArray
 
 from tryon.errors import GarmentNotSeparableError, InvalidMaskError
 from tryon.types import Box
-from tryon.vision.pose import check_rgb_image
+from tryon.vision.pose import GraphOwner, check_rgb_image
 
 log = logging.getLogger(__name__)
 
 GarmentMaskSource = Literal["uploaded", "alpha", "background_removal"]
 
 
-class PersonSegmenter:
+class PersonSegmenter(GraphOwner):
     """Owns one MediaPipe SelfieSegmentation graph (``model_selection=0``, the general model).
 
     Built on the first :meth:`segment` call; released by :meth:`close` or a ``with`` block.
@@ -60,21 +59,6 @@ class PersonSegmenter:
         out = np.asarray(mask, dtype=np.float32)[top : top + h, left : left + w]
         return np.clip(out, 0.0, 1.0)
 
-    def close(self) -> None:
-        if self._graph is not None:
-            self._graph.close()
-            self._graph = None
-
-    def __enter__(self) -> PersonSegmenter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _check_mask(mask: Any, shape: tuple[int, int] | None, name: str) -> NDArray[Any]:

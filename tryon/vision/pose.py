@@ -10,7 +10,7 @@ import enum
 import logging
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -191,7 +191,32 @@ def check_rgb_image(image: Any, name: str = "image") -> NDArray[np.uint8]:
     return np.ascontiguousarray(arr)
 
 
-class PoseEstimator:
+class GraphOwner:
+    """Owns one MediaPipe graph, built lazily by the subclass; a context manager that closes it.
+
+    Not thread-safe: MediaPipe graphs must not be used from two threads at once.
+    """
+
+    _graph: Any = None
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PoseEstimator(GraphOwner):
     """Owns one MediaPipe Pose graph (``static_image_mode=True``, ``model_complexity=1``).
 
     The graph is built on the first :meth:`estimate` call (importing this module loads no
@@ -238,18 +263,3 @@ class PoseEstimator:
             world = np.zeros((NUM_LANDMARKS, 4), dtype=np.float32)
         return PoseResult(landmarks=lms, world=world, image_size=(w, h))
 
-    def close(self) -> None:
-        if self._graph is not None:
-            self._graph.close()
-            self._graph = None
-
-    def __enter__(self) -> PoseEstimator:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
