@@ -38,8 +38,14 @@ class CeleryPublisher:
                 self._app = app
             return self._app
 
+    #: a request thread retries a failed publish once, quickly: the job row is already
+    #: committed, so a broker outage costs the client nothing but latency, and the reaper
+    #: publishes the job once the broker is back (workers keep the longer default policy)
+    RETRY_POLICY = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.2}
+
     def publish(self, job_id: str, queue: str) -> None:
-        self.app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue_name(self.settings, queue))
+        self.app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue_name(self.settings, queue),
+                           retry_policy=self.RETRY_POLICY)
 
     def ping_workers(self, timeout: float = 1.0) -> list[dict[str, Any]]:
         """Live workers from ``inspect().ping()``; empty when none answer within ``timeout``."""
