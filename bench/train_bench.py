@@ -51,6 +51,8 @@ def main() -> None:
                         help="replace the frozen DINOv2-g (1.14 B params, 4.5 GB fp32) by random "
                              "hidden states: it runs under no_grad and only feeds the projector, "
                              "so this keeps the step's trainable work and fits full size in 24 GB RAM")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="CPU: enable gradient checkpointing (always on for CUDA)")
     parser.add_argument("--no-checkpointing", action="store_true",
                         help="CUDA: disable gradient checkpointing (on by default there)")
     args = parser.parse_args()
@@ -60,7 +62,7 @@ def main() -> None:
     batch = args.batch or (4 if cuda else 1)
     steps = args.steps or (10 if cuda else 3)
     precision = args.precision or ("bf16" if cuda else "no")
-    checkpointing = cuda and not args.no_checkpointing
+    checkpointing = (cuda or args.checkpointing) and not args.no_checkpointing
     device = torch.device(args.device)
     config = AnyDoorConfig() if full else AnyDoorConfig.tiny()
 
