@@ -633,6 +633,19 @@ def _largest_component(mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return (labels == best).astype(np.uint8)
 
 
+def _random_kernel(rng: np.random.Generator, size: int) -> NDArray[np.uint8]:
+    """One of the reference's four structuring elements: a size x size rectangle or ellipse,
+    or an ellipse squashed to half its height or half its width."""
+    half = max(size // 2, 1)
+    shape, ksize = [
+        (cv2.MORPH_RECT, (size, size)),
+        (cv2.MORPH_ELLIPSE, (size, size)),
+        (cv2.MORPH_ELLIPSE, (size, half)),
+        (cv2.MORPH_ELLIPSE, (half, size)),
+    ][int(rng.integers(4))]
+    return cv2.getStructuringElement(shape, ksize)
+
+
 def perturb_mask(
     mask: NDArray[Any],
     rng: np.random.Generator,
@@ -641,20 +654,23 @@ def perturb_mask(
     max_iou: float = 0.99,
     max_rounds: int = 250,
 ) -> NDArray[np.uint8]:
-    """Roughen a mask the way the reference's training does (random local dilate/erode).
+    """Roughen a mask the way the reference's training does: it only ever grows.
 
-    Draws an IoU goal ``U(min_iou, max_iou)``; then, for up to ``max_rounds`` rounds, applies 4
-    dilations or erosions (p=0.5 each) with a random rectangle or ellipse kernel of side 3..9
-    to random sub-rectangles, stopping once the IoU with the input drops below the goal. Keeps
-    the largest 8-connected component.
+    Draws an IoU goal ``U(min_iou, max_iou)``; then, for up to ``max_rounds`` rounds, makes 4
+    local edits, each on a random sub-rectangle: with p=0.1 its centre pixel is set to 0 or 1
+    (seeds for islands and notches), then it is dilated or eroded (p=0.5 each) with a random
+    kernel of size 3..9 (rectangle, ellipse, or an ellipse of half height or half width), and
+    the result is OR-ed with the input mask, so the object itself is always covered. Stops
+    once the IoU with the input drops below the goal, then keeps the largest 8-connected
+    component.
 
     Args:
         mask: ``(H, W)`` bool or {0, 1}.
         rng: source of randomness.
 
     Returns:
-        uint8 ``(H, W)`` in {0, 1}. Masks with a side <= 2 px are returned unchanged (as a
-        copy); if the perturbation erases everything the input is returned.
+        uint8 ``(H, W)`` in {0, 1}, a superset of the input's largest component. Masks with a
+        side <= 2 px are returned unchanged (as a copy).
     """
     if not isinstance(mask, np.ndarray) or mask.ndim != 2:
         raise InvalidInputError(f"mask must be a 2-D array, got {getattr(mask, 'shape', mask)}.")
@@ -664,21 +680,19 @@ def perturb_mask(
         return gt.copy()
     goal = rng.uniform(min_iou, max_iou)
     seg = gt.copy()
-    shapes = (cv2.MORPH_RECT, cv2.MORPH_ELLIPSE)
     for _ in range(max_rounds):
         for _ in range(4):
             lx, ly = int(rng.integers(w)), int(rng.integers(h))
             rx, ry = int(rng.integers(lx + 1, w + 1)), int(rng.integers(ly + 1, h + 1))
-            k = int(rng.integers(3, 10))
-            kernel = cv2.getStructuringElement(shapes[int(rng.integers(2))], (k, k))
+            if rng.random() < 0.1:
+                seg[(ly + ry) // 2, (lx + rx) // 2] = int(rng.integers(2))
+            kernel = _random_kernel(rng, int(rng.integers(3, 10)))
             op = cv2.dilate if rng.random() < 0.5 else cv2.erode
             seg[ly:ry, lx:rx] = op(np.ascontiguousarray(seg[ly:ry, lx:rx]), kernel)
+            seg |= gt
         if _iou(seg, gt) < goal:
             break
-    seg = _largest_component(seg)
-    if not seg.any():
-        return gt.copy()
-    return seg
+    return _largest_component(seg)
 
 
 def check_pair(

@@ -11,7 +11,7 @@ S=30 -> 31 timesteps [991, 958, ..., 1], where diffusers' "leading" spacing give
 
 The alphas table is computed like LDM: betas in float64 (``linspace(sqrt b0, sqrt b1)**2``),
 cumulative product in float64, stored as float32. diffusers builds it in float32, which
-differs by up to 1e-4 relative at t=999.
+differs by about 1e-6 relative (at most 9.5e-7, measured with diffusers 0.42.1).
 """
 
 from __future__ import annotations
