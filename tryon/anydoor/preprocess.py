@@ -643,7 +643,7 @@ def _random_kernel(rng: np.random.Generator, size: int) -> NDArray[np.uint8]:
         (cv2.MORPH_ELLIPSE, (size, half)),
         (cv2.MORPH_ELLIPSE, (half, size)),
     ][int(rng.integers(4))]
-    return cv2.getStructuringElement(shape, ksize)
+    return np.asarray(cv2.getStructuringElement(shape, ksize), dtype=np.uint8)
 
 
 def perturb_mask(

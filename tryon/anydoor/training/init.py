@@ -72,7 +72,12 @@ def load_dinov2(path: str | os.PathLike[str], config: AnyDoorConfig) -> Any:
     if not path.exists():
         raise WeightsNotFoundError(f"No DINOv2 weights at {path}.")
     if path.is_dir():
-        model = Dinov2Model.from_pretrained(path)
+        loaded: Any = Dinov2Model.from_pretrained(path, output_loading_info=True)
+        model, info = loaded
+        # transformers only warns about missing keys and leaves them random: refuse instead
+        bad = {k: list(v)[:5] for k, v in info.items() if k != "error_msgs" and v}
+        if bad or info.get("error_msgs"):
+            raise WeightsError(f"DINOv2 folder {path} does not load cleanly: {bad or info['error_msgs']}")
         want = {k: v for k, v in config.dinov2_kwargs().items() if k in (
             "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "use_swiglu_ffn")}
         _check_config(f"DINOv2 at {path}", model.config.to_dict(), want)
