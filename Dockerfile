@@ -14,10 +14,11 @@ COPY tryon ./tryon
 COPY web ./web
 COPY workers ./workers
 COPY migrations ./migrations
-# torch first and pinned (see scripts/bootstrap.sh); mediapipe without its heavy extras
+# torch first and pinned (see scripts/bootstrap.sh); mediapipe without its heavy extras.
+# Editable install: `tryon db upgrade` reads the Alembic scripts from /app/migrations.
 RUN if [ -n "$TORCH_INDEX" ]; then pip install torch==2.13.0 --index-url "$TORCH_INDEX"; \
     else pip install torch==2.13.0; fi \
- && pip install . \
+ && pip install -e . \
  && pip install --no-deps mediapipe==0.10.21 \
  && mkdir -p /data && chown tryon /data
 

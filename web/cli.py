@@ -14,7 +14,23 @@ import click
 
 from tryon.cli import fail
 
+#: the repository's ``migrations/`` (installs are editable: scripts/bootstrap.sh, Dockerfile);
+#: ``TRYON_MIGRATIONS_DIR`` points elsewhere for other layouts
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def migrations_dir() -> Path:
+    import os
+
+    from tryon.errors import ConfigError
+
+    path = Path(os.environ.get("TRYON_MIGRATIONS_DIR") or MIGRATIONS_DIR)
+    if not (path / "env.py").is_file():
+        raise ConfigError(
+            f"Alembic migrations not found at {path}: install tryon editable from a checkout "
+            "(pip install -e .) or set TRYON_MIGRATIONS_DIR to the repository's migrations/."
+        )
+    return path
 
 
 def alembic_config(url: str) -> Any:
@@ -22,7 +38,7 @@ def alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolation: a literal % in a password must be doubled
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
