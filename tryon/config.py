@@ -25,6 +25,19 @@ def _bool(value: str) -> bool:
     raise ValueError(f"expected a boolean, got {value!r}")
 
 
+def _is_whsec(value: str) -> bool:
+    """A Standard Webhooks secret: ``whsec_`` and the base64 of at least 16 bytes."""
+    import base64
+    import binascii
+
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(value[len("whsec_"):], validate=True)) >= 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings. Field ``foo_bar`` is read from ``TRYON_FOO_BAR``."""
@@ -42,8 +55,12 @@ class Settings:
     s3_endpoint_url: str = ""
     s3_region: str = ""
     s3_prefix: str = ""
-    # secret for signed URLs and webhook signing defaults; generated into data_dir if empty
+    # master secret (generated into data_dir if empty); never used directly: per-purpose keys
+    # (result URLs, webhooks) are derived from it with HMAC
     secret_key: str = ""
+    # webhook signing secret(s), "whsec_<base64>", whitespace-separated during a rotation (all
+    # sign); empty: derived from secret_key (print it with `tryon keys webhook-secret`)
+    webhook_secret: str = ""
     # model weights: a directory in our save_pretrained format, or an official .ckpt/.safetensors
     weights: str = ""
     dinov2_weights: str = ""
@@ -123,6 +140,10 @@ class Settings:
                 "TRYON_VISIBILITY_TIMEOUT_S must exceed TRYON_HARD_TIME_LIMIT_S + "
                 "TRYON_MAX_RETRY_BACKOFF_S, or Redis redelivers running jobs"
             )
+        for value in self.webhook_secret.split():
+            if not _is_whsec(value):
+                raise ConfigError("TRYON_WEBHOOK_SECRET must be whitespace-separated "
+                                  "whsec_<base64> values (e.g. from `tryon keys webhook-secret`)")
         if self.min_image_side < 1 or self.max_image_side < self.min_image_side:
             raise ConfigError("image side limits are inconsistent")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tryon.config import Settings
-from tryon.errors import InvalidInputError
+from tryon.errors import ConfigError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -141,28 +141,86 @@ def _is_ip(host: str) -> bool:
 # signing
 
 
-def load_or_create_secret(settings: Settings) -> str:
-    """``TRYON_SECRET_KEY``, or a random secret kept in ``<data_dir>/secret_key`` (mode 0600),
-    created on first use so every process of an embedded deployment signs with the same one."""
+#: the prefix of Standard Webhooks secrets: ``whsec_<base64 key bytes>``
+WEBHOOK_SECRET_PREFIX = "whsec_"
+#: purposes of the keys derived from the master secret (one key per purpose, never shared)
+PURPOSE_RESULT_URL = "result-url"
+PURPOSE_WEBHOOK = "webhook"
+_DERIVE_LABEL = b"tryon.derive-key.v1:"
+
+
+def load_master_secret(settings: Settings) -> str:
+    """The master secret: ``TRYON_SECRET_KEY``, or a random one kept in ``<data_dir>/secret_key``
+    (mode 0600), created on first use so every process of an embedded deployment shares it.
+
+    Never used as a key itself: :func:`derive_key` makes one key per purpose from it. Creation is
+    atomic (write a private temp file, then ``os.link`` it into place, which fails if another
+    process got there first), so concurrent first starts agree on one secret and nobody reads a
+    half-written file. An empty secret (set or on disk) raises :class:`ConfigError`.
+    """
     if settings.secret_key:
+        if not settings.secret_key.strip():
+            raise ConfigError("TRYON_SECRET_KEY is blank")
         return settings.secret_key
     path = settings.data_dir / "secret_key"
     try:
-        return path.read_text().strip()
+        return _non_empty(path, path.read_text().strip())
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".secret_key.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32))
+    tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.link(tmp, path)  # atomic and fails if another process got there first
-    except FileExistsError:
-        pass
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # atomic and fails if another process got there first
+            log.info("generated a secret key in %s", path)
+        except FileExistsError:
+            pass
     finally:
-        tmp.unlink()
-    return path.read_text().strip()
+        tmp.unlink(missing_ok=True)
+    return _non_empty(path, path.read_text().strip())
+
+
+def _non_empty(path: os.PathLike[str], value: str) -> str:
+    if not value:
+        raise ConfigError(f"{path} is empty: delete it to generate a new secret, or set "
+                          "TRYON_SECRET_KEY")
+    return value
+
+
+def derive_key(secret: str | bytes, purpose: str) -> bytes:
+    """A 32-byte key for one ``purpose``: HMAC-SHA256(secret, label + purpose).
+
+    Keys for different purposes are independent: holding one (a webhook receiver holds the
+    webhook key) reveals neither the master secret nor any other derived key.
+    """
+    if not purpose:
+        raise ValueError("a purpose is needed")
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, _DERIVE_LABEL + purpose.encode(), hashlib.sha256).digest()
+
+
+def webhook_secrets(settings: Settings) -> list[str]:
+    """The secrets outbound webhooks are signed with, newest first.
+
+    ``TRYON_WEBHOOK_SECRET`` (whitespace-separated ``whsec_`` values: during a rotation every one
+    signs, so receivers holding either verify), else one ``whsec_`` secret derived from the
+    master secret. Never the master secret itself, so a receiver cannot sign result URLs.
+    """
+    if settings.webhook_secret.strip():
+        return settings.webhook_secret.split()
+    raw = derive_key(load_master_secret(settings), PURPOSE_WEBHOOK)
+    return [WEBHOOK_SECRET_PREFIX + base64.b64encode(raw).decode()]
+
+
+def load_or_create_secret(settings: Settings) -> str:
+    """The webhook signing secret(s) as one string for :func:`sign` (space-separated during a
+    rotation); see :func:`webhook_secrets`. Kept under this name for the workers that call it."""
+    return " ".join(webhook_secrets(settings))
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
@@ -186,14 +244,22 @@ def sign(
     timestamp: int,
     body: bytes,
 ) -> dict[str, str]:
-    """Headers for one delivery. Several secrets (a rotation) give space-separated signatures."""
-    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
-    if not secrets:
+    """Headers for one delivery. Several secrets (a rotation) give space-separated signatures;
+    a str holding whitespace-separated secrets (what :func:`load_or_create_secret` returns during
+    a rotation) counts as several."""
+    keys: list[str | bytes]
+    if isinstance(secret, str):
+        keys = list(secret.split()) or [secret]
+    elif isinstance(secret, bytes):
+        keys = [secret]
+    else:
+        keys = list(secret)
+    if not keys:
         raise ValueError("at least one secret is needed")
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(timestamp)),
-        "webhook-signature": " ".join(_signature(s, msg_id, int(timestamp), body) for s in secrets),
+        "webhook-signature": " ".join(_signature(k, msg_id, int(timestamp), body) for k in keys),
     }
 
 

@@ -166,23 +166,61 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--account", "account_id", required=True, help="Account id.")
-@click.option("--expires-days", type=click.IntRange(min=1), default=None)
+@click.option("--expires-days", type=click.IntRange(min=1), default=None,
+              help="Days until the key expires. Default: TRYON_SHOPPER_KEY_TTL_S for shopper "
+                   "accounts, never for merchant and ops accounts.")
 @url_option
 def keys_create(account_id: str, expires_days: int | None, url: str | None) -> None:
     """Create a key and print it once: `<key id> <plaintext>`."""
+    from tryon.config import load_settings
     from tryon.records.accounts import create_api_key
     from tryon.records.db import session_scope
 
     try:
         with session_scope(_session_factory(url)) as session:
-            new = create_api_key(
-                session,
-                account_id=account_id,
-                expires_in=timedelta(days=expires_days) if expires_days else None,
-            )
+            expires_in = key_lifetime(session, account_id, expires_days,
+                                      load_settings().shopper_key_ttl_s)
+            new = create_api_key(session, account_id=account_id, expires_in=expires_in)
         click.echo(f"key id: {new.id}", err=True)
+        if new.expires_at is not None:
+            click.echo(f"expires at: {new.expires_at.isoformat()}", err=True)
         click.echo("store this key now; it cannot be shown again", err=True)
         click.echo(new.plaintext)
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+
+
+def key_lifetime(session: Any, account_id: str, expires_days: int | None,
+                 shopper_ttl_s: int) -> timedelta | None:
+    """How long a new key lives: ``expires_days`` when given; else ``shopper_ttl_s`` for a
+    shopper account (shopper keys sit on end-user devices, so they must not live forever; 0
+    turns this off) and no expiry for merchant and ops accounts (server-side credentials that
+    are revoked explicitly)."""
+    from tryon.records.models import Account
+    from tryon.types import Role
+
+    if expires_days:
+        return timedelta(days=expires_days)
+    account = session.get(Account, account_id)
+    if account is not None and account.role == Role.SHOPPER.value and shopper_ttl_s > 0:
+        return timedelta(seconds=shopper_ttl_s)
+    return None  # an unknown account is refused by create_api_key
+
+
+@keys.command("webhook-secret")
+@click.option("--all", "show_all", is_flag=True,
+              help="Print every secret that signs (all of TRYON_WEBHOOK_SECRET during a rotation).")
+def keys_webhook_secret(show_all: bool) -> None:
+    """Print the secret outbound webhooks are signed with (`whsec_<base64>`), to hand to
+    receivers. It is derived from the master secret (or is TRYON_WEBHOOK_SECRET) and cannot be
+    used to sign result URLs."""
+    from tryon.config import load_settings
+    from tryon.webhooks import webhook_secrets
+
+    try:
+        values = webhook_secrets(load_settings())
+        for value in values if show_all else values[:1]:
+            click.echo(value)
     except Exception as exc:  # noqa: BLE001
         fail(exc)
 

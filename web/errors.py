@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -97,6 +97,17 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         headers = {k: v for k, v in exc.get_headers() if k.lower() in {"allow", "retry-after"}}
         return from_http_status(status, headers=headers)
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # webargs decodes JSON bodies with the stdlib parser, which raises RecursionError (not
+        # ValueError) on a few thousand nested brackets: a client error, not a server fault.
+        # Only for JSON bodies, so a real runaway recursion elsewhere still answers 500.
+        if request.is_json:
+            log.info("JSON body nested too deeply")
+            return from_http_status(400, "The JSON body is nested too deeply.")
+        log.exception("unhandled error")
+        return from_http_status(500)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -3,6 +3,8 @@ OpenAPI document."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from apiflask import Schema
 from apiflask.fields import (
     Boolean,
@@ -16,6 +18,7 @@ from apiflask.fields import (
     String,
 )
 from apiflask.validators import Length, OneOf, Range
+from marshmallow import ValidationError
 
 from tryon.types import Category, GarmentLength, JobStatus
 
@@ -98,15 +101,27 @@ class PlacementQuery(Schema):
 
 
 # --- try-ons -------------------------------------------------------------------------------
+class JSONFloat(Float):
+    """A JSON number only: ``"4.5"`` (a string) and booleans are refused, not coerced."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError("Not a valid number.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class TryOnIn(Schema):
+    # JSON body: integers are strict (a string "2" or 10.7 is a 422 naming the field, never
+    # coerced or silently truncated); query strings (PageQuery) must stay lenient
+
     photo_id = String(required=True, validate=Length(equal=32))
     garment_id = String(required=True, validate=Length(equal=32))
     engine = String(load_default=None, validate=Length(max=32))
-    num_samples = Integer(load_default=1, validate=Range(1, 4))
-    seed = Integer(load_default=None, allow_none=True, validate=Range(0, MAX_SEED))
-    steps = Integer(load_default=None, allow_none=True, validate=Range(1, 200))
-    guidance = Float(load_default=None, allow_none=True, validate=Range(0.0, 30.0))
-    box = List(Integer(), load_default=None, allow_none=True, validate=Length(equal=4),
+    num_samples = Integer(strict=True, load_default=1, validate=Range(1, 4))
+    seed = Integer(strict=True, load_default=None, allow_none=True, validate=Range(0, MAX_SEED))
+    steps = Integer(strict=True, load_default=None, allow_none=True, validate=Range(1, 200))
+    guidance = JSONFloat(load_default=None, allow_none=True, validate=Range(0.0, 30.0))
+    box = List(Integer(strict=True), load_default=None, allow_none=True, validate=Length(equal=4),
                metadata={"description": "Placement override [x1, y1, x2, y2), photo pixels."})
     mask = String(load_default="box", validate=OneOf(["box", "shape"]), metadata={
         "description": "Region to repaint: `box` (the whole placement box) or `shape` (the box "

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-from pathlib import Path
+import time
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from tryon.config import Settings
+from tryon.webhooks import PURPOSE_RESULT_URL, derive_key, load_master_secret
 
 log = logging.getLogger(__name__)
 
@@ -20,27 +19,18 @@ MAX_TTL_S = 900
 
 
 def resolve_secret_key(settings: Settings) -> str:
-    """``TRYON_SECRET_KEY``, else a random key persisted (0600) in ``data_dir/secret_key``."""
-    if settings.secret_key:
-        return settings.secret_key
-    path = Path(settings.data_dir) / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    log.info("generated a secret key in %s", path)
-    return key
+    """The master secret (``TRYON_SECRET_KEY``, else created once, atomically, in
+    ``data_dir/secret_key``; an empty one is refused). :class:`ResultSigner` derives its own key
+    from it, so the webhook secret handed to receivers cannot sign result URLs."""
+    return load_master_secret(settings)
 
 
 class ResultSigner:
     def __init__(self, secret: str, ttl_s: int) -> None:
+        """``secret`` is the master secret; the signing key is derived from it for this one
+        purpose (never the key webhooks are signed with)."""
         self.ttl_s = max(1, min(int(ttl_s), MAX_TTL_S))
-        self._s = URLSafeTimedSerializer(secret, salt=RESULT_SALT)
+        self._s = URLSafeTimedSerializer(derive_key(secret, PURPOSE_RESULT_URL), salt=RESULT_SALT)
 
     def sign(self, storage_key: str, job_id: str, index: int) -> str:
         return self._s.dumps({"k": storage_key, "j": job_id, "i": int(index)})
@@ -55,6 +45,4 @@ class ResultSigner:
             return None
         if not isinstance(payload, dict) or not {"k", "j", "i"} <= payload.keys():
             return None
-        import time
-
         return payload, max(0.0, time.time() - ts.timestamp())

@@ -6,18 +6,25 @@ import base64
 import hashlib
 import hmac
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tryon.config import Settings
-from tryon.errors import InvalidInputError
+from tryon.errors import ConfigError, InvalidInputError
 from tryon.webhooks import (
+    PURPOSE_RESULT_URL,
+    PURPOSE_WEBHOOK,
     WebhookVerificationError,
     backoff_s,
+    derive_key,
+    load_master_secret,
     load_or_create_secret,
     sign,
     validate_webhook_url,
     verify,
+    webhook_secrets,
 )
 
 BODY = b'{"data":{"id":"j1","status":"succeeded"},"type":"tryon.succeeded"}'
@@ -135,10 +142,104 @@ def test_backoff_is_bounded_and_grows() -> None:
             assert 0 <= backoff_s(attempt, base=5, cap=60, rng=rng) <= min(60, 5 * 2 ** (attempt - 1))
 
 
-def test_secret_file_is_created_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_master_secret_file_is_created_once(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path)
-    first = load_or_create_secret(s)
+    first = load_master_secret(s)
     assert len(first) >= 32
-    assert load_or_create_secret(s) == first
+    assert load_master_secret(s) == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
-    assert load_or_create_secret(Settings(data_dir=tmp_path, secret_key="x")) == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no temp file left behind
+    assert load_master_secret(Settings(data_dir=tmp_path, secret_key="x")) == "x"
+
+
+def test_master_secret_loser_of_a_creation_race_reads_the_winner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process creates the file between our first read and our own creation: we get
+    its secret, never FileExistsError and never a second secret."""
+    import pathlib
+
+    path = tmp_path / "secret_key"
+    real_read = pathlib.Path.read_text
+    calls: list[pathlib.Path] = []
+
+    def read_text(self: pathlib.Path, *a: Any, **k: Any) -> str:
+        calls.append(self)
+        if self == path and len(calls) == 1:
+            path.write_text("the-winner-secret")  # the other process wins right now
+            raise FileNotFoundError(path)
+        return real_read(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+    assert load_master_secret(Settings(data_dir=tmp_path)) == "the-winner-secret"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
+
+
+def test_master_secret_concurrent_first_starts_agree(tmp_path: Path) -> None:
+    import threading
+
+    settings = Settings(data_dir=tmp_path / "var")
+    barrier = threading.Barrier(8)
+    got: list[object] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            got.append(load_master_secret(settings))
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            got.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and len(set(got)) == 1 and isinstance(got[0], str) and got[0]
+
+
+def test_empty_master_secret_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        load_master_secret(Settings(data_dir=tmp_path))
+    with pytest.raises(ConfigError):
+        load_master_secret(Settings(data_dir=tmp_path, secret_key="   "))
+
+
+def test_derived_keys_are_per_purpose_and_stable() -> None:
+    a = derive_key("master", PURPOSE_WEBHOOK)
+    assert a == derive_key(b"master", PURPOSE_WEBHOOK) and len(a) == 32
+    assert a != derive_key("master", PURPOSE_RESULT_URL)
+    assert a != derive_key("other", PURPOSE_WEBHOOK)
+    assert b"master" not in a
+    with pytest.raises(ValueError):
+        derive_key("master", "")
+
+
+def test_webhook_secret_is_derived_not_the_master(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, secret_key="master")
+    [secret] = webhook_secrets(settings)
+    assert secret == "whsec_" + base64.b64encode(derive_key("master", PURPOSE_WEBHOOK)).decode()
+    assert load_or_create_secret(settings) == secret
+    headers = sign(load_or_create_secret(settings), "m", NOW, BODY)
+    assert verify(secret, headers, BODY, now=NOW) == "m"
+    with pytest.raises(WebhookVerificationError):  # the master secret no longer verifies
+        verify("master", headers, BODY, now=NOW)
+    # embedded: derived from the generated master file, identical across calls
+    embedded = Settings(data_dir=tmp_path / "var")
+    assert webhook_secrets(embedded) == webhook_secrets(embedded)
+
+
+def test_webhook_secret_setting_overrides_and_is_validated(tmp_path: Path) -> None:
+    from tryon.config import load_settings
+
+    good = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    s = load_settings({"TRYON_DATA_DIR": str(tmp_path), "TRYON_WEBHOOK_SECRET": good})
+    assert webhook_secrets(s) == [good] and load_or_create_secret(s) == good
+    for bad in ("plain-text", "whsec_***", "whsec_" + base64.b64encode(b"short").decode()):
+        with pytest.raises(ConfigError, match="TRYON_WEBHOOK_SECRET"):
+            load_settings({"TRYON_WEBHOOK_SECRET": bad})
+
+
+def test_a_whitespace_separated_secret_string_signs_with_each() -> None:
+    headers = sign("new old", "msg_1", NOW, BODY)
+    assert len(headers["webhook-signature"].split()) == 2
+    assert verify("new", headers, BODY, now=NOW) == verify("old", headers, BODY, now=NOW)

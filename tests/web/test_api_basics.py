@@ -225,6 +225,28 @@ def test_error_shapes_and_headers(ctx: Ctx) -> None:
     assert "Allow" in cases[2][0].headers
 
 
+def test_deeply_nested_json_body_is_400_bad_request(ctx: Ctx) -> None:
+    """5000 nested objects (30 KB, far below MAX_CONTENT_LENGTH) make the JSON decoder raise
+    RecursionError: a client error with the usual JSON body, not a 500."""
+    body = '{"a":' * 5000 + "1" + "}" * 5000
+    r = ctx.client.post("/v1/tryons", data=body, content_type="application/json",
+                        headers=ctx.h("shopper_a"))
+    _assert_error(r, 400, "bad_request")
+    assert "nested" in r.get_json()["error"]["message"]
+
+
+def test_recursion_error_outside_a_json_body_stays_500(tmp_path: Any) -> None:
+    """Only JSON bodies map RecursionError to 400; a server-side one is still a generic 500."""
+    def deep(*a: Any, **k: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    ctx = make_ctx(tmp_path, TRYON_PHOTO_ANALYZER=deep, PROPAGATE_EXCEPTIONS=False)
+    try:
+        _assert_error(_upload_photo(ctx, jpeg_bytes()), 500, "internal_error")
+    finally:
+        ctx.factory.kw["bind"].dispose()
+
+
 def test_unexpected_error_is_generic_500(tmp_path: Any) -> None:
     class Boom:
         def __call__(self, *a: Any, **k: Any) -> Any:

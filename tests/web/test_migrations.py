@@ -144,3 +144,70 @@ def test_cli_db_accounts_keys(sqlite_url: str) -> None:
 
     r = runner.invoke(cli, ["db", "downgrade", "--revision", "base", "--url", sqlite_url])
     assert r.exit_code == 0 and "base" in r.output
+
+
+def test_cli_shopper_keys_expire_by_default(sqlite_url: str) -> None:
+    """S-10: a shopper key defaults to TRYON_SHOPPER_KEY_TTL_S; merchant and ops keys do not
+    expire unless --expires-days says so; --expires-days overrides the shopper default."""
+    from datetime import UTC, datetime, timedelta
+
+    from tryon.records.db import make_session_factory
+    from tryon.records.models import ApiKey
+
+    runner = CliRunner(env={"TRYON_SHOPPER_KEY_TTL_S": "7200"})
+    assert runner.invoke(cli, ["db", "upgrade", "--url", sqlite_url]).exit_code == 0
+
+    def account(role: str) -> str:
+        r = runner.invoke(cli, ["accounts", "create", "--name", role, "--role", role,
+                                "--url", sqlite_url])
+        assert r.exit_code == 0, r.output
+        return r.stdout.strip()
+
+    def key_expiry(account_id: str, *extra: str) -> datetime | None:
+        r = runner.invoke(cli, ["keys", "create", "--account", account_id, *extra,
+                                "--url", sqlite_url])
+        assert r.exit_code == 0, r.output
+        factory = make_session_factory(make_engine(sqlite_url))
+        with factory() as s:
+            row = s.query(ApiKey).order_by(ApiKey.created_at.desc()).first()
+            assert row is not None
+            exp = row.expires_at
+        factory.kw["bind"].dispose()
+        return None if exp is None else exp.replace(tzinfo=exp.tzinfo or UTC)
+
+    shopper, merchant, ops = account("shopper"), account("merchant"), account("ops")
+    now = datetime.now(UTC)
+    exp = key_expiry(shopper)
+    assert exp is not None and abs((exp - now) - timedelta(seconds=7200)) < timedelta(minutes=5)
+    exp = key_expiry(shopper, "--expires-days", "3")
+    assert exp is not None and abs((exp - now) - timedelta(days=3)) < timedelta(minutes=5)
+    assert key_expiry(merchant) is None
+    assert key_expiry(ops) is None
+    exp = key_expiry(merchant, "--expires-days", "2")
+    assert exp is not None and abs((exp - now) - timedelta(days=2)) < timedelta(minutes=5)
+
+
+def test_cli_webhook_secret_verifies_what_workers_sign(tmp_path: Path) -> None:
+    """`tryon keys webhook-secret` prints a whsec_ value that verifies the signatures workers
+    send (tryon.webhooks.load_or_create_secret) and differs from the master secret."""
+    from tryon.config import Settings
+    from tryon.webhooks import load_or_create_secret, sign, verify
+
+    env = {"TRYON_DATA_DIR": str(tmp_path), "TRYON_SECRET_KEY": "master-secret-value"}
+    r = CliRunner(env=env).invoke(cli, ["keys", "webhook-secret"])
+    assert r.exit_code == 0, r.output
+    printed = r.stdout.strip()
+    assert printed.startswith("whsec_") and "master-secret-value" not in printed
+    settings = Settings(data_dir=tmp_path, secret_key="master-secret-value")
+    headers = sign(load_or_create_secret(settings), "msg_1", 1_800_000_000, b"{}")
+    assert verify(printed, headers, b"{}", now=1_800_000_000) == "msg_1"
+    # a rotation: both configured secrets sign, --all prints both, each verifies
+    new, old = printed, "whsec_" + "b2xkLXNlY3JldC1vbGQtc2VjcmV0"
+    r = CliRunner(env={**env, "TRYON_WEBHOOK_SECRET": f"{new} {old}"}).invoke(
+        cli, ["keys", "webhook-secret", "--all"])
+    assert r.exit_code == 0 and r.stdout.split() == [new, old]
+    rotating = Settings(data_dir=tmp_path, secret_key="x", webhook_secret=f"{new} {old}")
+    headers = sign(load_or_create_secret(rotating), "m", 1_800_000_000, b"{}")
+    assert len(headers["webhook-signature"].split()) == 2
+    for secret in (new, old):
+        assert verify(secret, headers, b"{}", now=1_800_000_000) == "m"

@@ -60,6 +60,24 @@ def test_create_validation(ctx: Ctx, patch: dict[str, Any], code: str) -> None:
     assert ctx.publisher.published == []
 
 
+@pytest.mark.parametrize(
+    "field,value",
+    [("num_samples", "2"), ("num_samples", 2.5), ("num_samples", True), ("steps", "20"),
+     ("steps", 20.9), ("seed", "7"), ("box", [0.5, 0, 10.7, 10]), ("box", ["0", 0, 10, 10]),
+     ("guidance", "4.5"), ("guidance", True)],
+)
+def test_number_fields_are_strict_not_coerced(ctx: Ctx, field: str, value: Any) -> None:
+    """A string or a fractional number is a 422 naming the field, never coerced or truncated
+    (box [0.5, 0, 10.7, 10] used to become [0, 0, 10, 10])."""
+    photo, garment = _setup(ctx)
+    r = _post(ctx, {"photo_id": photo, "garment_id": garment, field: value})
+    assert r.status_code == 422, r.get_json()
+    err = r.get_json()["error"]
+    assert err["code"] == "invalid_input" and field in err["message"]
+    assert field in err["details"]["json"]
+    assert ctx.publisher.published == []
+
+
 def test_webhook_host_resolving_private_is_refused(tmp_path: Any) -> None:
     ctx = make_ctx(tmp_path, TRYON_WEBHOOK_RESOLVER=lambda host, port: ["10.0.0.5"])
     photo, garment = _setup(ctx)
@@ -166,6 +184,72 @@ def test_idempotency_in_flight_is_409(ctx: Ctx) -> None:
                      "webhook_url": None}))
     r = _post(ctx, body, key="busy")
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "idempotency_in_flight"
+
+
+def test_idempotency_row_without_response_is_rebuilt_after_the_grace_period(ctx: Ctx) -> None:
+    """A keyed row with no stored response (left by an older release, or any request that died
+    before storing it) answers 409 only briefly, then replays the job (202), not for 24 h."""
+    from web.api.tryons import IN_FLIGHT_GRACE_S, request_hash
+
+    photo, garment = _setup(ctx)
+    body = {"photo_id": photo, "garment_id": garment}
+    digest = request_hash({"photo_id": photo, "garment_id": garment, "engine": None,
+                           "num_samples": 1, "seed": None, "steps": None, "guidance": None,
+                           "box": None, "webhook_url": None})
+    job = ctx.add_job("shopper_a", photo, garment, status="queued", idempotency_key="old",
+                      request_hash=digest)
+    assert _post(ctx, body, key="old").status_code == 409
+    with session_scope(ctx.factory) as s:
+        row = s.get(TryOnJob, job)
+        row.created_at = row.created_at - timedelta(seconds=IN_FLIGHT_GRACE_S + 1)
+    r = _post(ctx, body, key="old")
+    assert r.status_code == 202, r.get_json()
+    assert r.get_json()["id"] == job and r.get_json()["status"] == "queued"
+    assert ctx.publisher.published == []  # no second job, nothing re-sent
+    with ctx.factory() as s:
+        assert s.query(TryOnJob).count() == 1
+        assert s.get(TryOnJob, job).response_body == r.get_json()  # stored: later replays agree
+    assert _post(ctx, body, key="old").get_json() == r.get_json()
+
+
+class _AbortingPublisher:
+    """A broker publish that hangs until gunicorn's worker timeout fires: the sync worker's
+    SIGABRT handler calls ``sys.exit(1)``, i.e. SystemExit inside the view, after the commit."""
+
+    def __init__(self) -> None:
+        self.abort = True
+        self.published: list[tuple[str, str]] = []
+
+    def publish(self, job_id: str, queue: str) -> None:
+        if self.abort:
+            raise SystemExit(1)
+        self.published.append((job_id, queue))
+
+    def ping_workers(self, timeout: float = 1.0) -> list[dict[str, str]]:
+        return []
+
+
+def test_idempotency_key_replays_after_a_request_aborted_during_publish(tmp_path: Any) -> None:
+    """The response is stored in the same commit as the job row, so a request killed after the
+    commit leaves a key that replays (202), not one stuck on 409 idempotency_in_flight."""
+    publisher = _AbortingPublisher()
+    ctx = make_ctx(tmp_path, TRYON_PUBLISHER=publisher)
+    try:
+        photo, garment = ctx.add_photo("shopper_a"), ctx.add_garment("merchant_x")
+        body = {"photo_id": photo, "garment_id": garment}
+        headers = ctx.h("shopper_a", **{"Idempotency-Key": "order-1"})
+        with pytest.raises(SystemExit):
+            ctx.client.post("/v1/tryons", json=body, headers=headers)
+        publisher.abort = False  # the worker process is replaced; the client retries
+        r = ctx.client.post("/v1/tryons", json=body, headers=headers)
+        assert r.status_code == 202, (r.status_code, r.get_json())
+        with ctx.factory() as s:
+            rows = s.query(TryOnJob).all()
+        assert [j.id for j in rows] == [r.get_json()["id"]]
+        assert rows[0].published_at is None  # the reaper publishes it; the replay does not
+        assert publisher.published == []
+    finally:
+        ctx.factory.kw["bind"].dispose()
 
 
 def test_idempotency_concurrent_requests(ctx: Ctx) -> None:
@@ -281,6 +365,27 @@ def test_signed_url_is_bound_to_its_purpose(ctx: Ctx) -> None:
     assert ctx.client.get(f"/files/results/{forged}").status_code == 403
 
 
+def test_result_urls_cannot_be_signed_with_the_webhook_or_master_secret(ctx: Ctx) -> None:
+    """Result URLs and webhooks use different keys derived from the master secret: a webhook
+    receiver (who holds the webhook secret) cannot mint result URLs, nor can the raw master."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    from tryon.webhooks import load_or_create_secret, webhook_secrets
+    from web.signing import RESULT_SALT
+
+    photo, garment = _setup(ctx)
+    job = ctx.add_job("shopper_a", photo, garment)
+    assert ctx.client.get(_result_url(ctx, job)).status_code == 200
+    with ctx.factory() as s:
+        key = s.query(TryOnResult).filter_by(job_id=job).one().storage_key
+    payload = {"k": key, "j": job, "i": 0}
+    webhook = webhook_secrets(ctx.settings)[0]
+    assert load_or_create_secret(ctx.settings) == webhook  # what workers sign webhooks with
+    for secret in (webhook, ctx.settings.secret_key):
+        forged = URLSafeTimedSerializer(secret, salt=RESULT_SALT).dumps(payload)
+        assert ctx.client.get(f"/files/results/{forged}").status_code == 403, secret
+
+
 def test_delete_photo_removes_results_and_cancels(ctx: Ctx) -> None:
     photo, garment = _setup(ctx)
     done = ctx.add_job("shopper_a", photo, garment)
@@ -294,6 +399,47 @@ def test_delete_photo_removes_results_and_cancels(ctx: Ctx) -> None:
     root = ctx.settings.resolved_storage_root
     assert not list((root / "results").rglob("*.png"))
     assert not list((root / "photos").rglob("*.jpg"))
+
+
+def _finish_before_cancel(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every cancel race with a worker: the job succeeds between the delete's status read
+    and ``cancel_job`` (so the real ``cancel_job`` raises job_not_cancelable)."""
+    from sqlalchemy import update
+
+    import tryon.records.jobs as jobs
+
+    real = jobs.cancel_job
+    raced: list[str] = []
+
+    def racing(session: Any, job_id: str, now: Any = None) -> Any:
+        session.execute(update(TryOnJob).where(TryOnJob.id == job_id).values(status="succeeded"))
+        raced.append(job_id)
+        return real(session, job_id, now)
+
+    monkeypatch.setattr(jobs, "cancel_job", racing)
+    return raced
+
+
+def test_delete_photo_when_a_job_finishes_during_the_delete(
+        ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo, garment = _setup(ctx)
+    running = ctx.add_job("shopper_a", photo, garment, status="running")
+    raced = _finish_before_cancel(monkeypatch)
+    r = ctx.client.delete(f"/v1/photos/{photo}", headers=ctx.h("shopper_a"))
+    assert r.status_code == 204, r.get_json()
+    assert raced == [running]
+    assert ctx.client.get(f"/v1/photos/{photo}", headers=ctx.h("shopper_a")).status_code == 404
+
+
+def test_delete_garment_when_a_job_finishes_during_the_delete(
+        ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo, garment = _setup(ctx)
+    queued = ctx.add_job("shopper_a", photo, garment, status="queued")
+    raced = _finish_before_cancel(monkeypatch)
+    r = ctx.client.delete(f"/v1/garments/{garment}", headers=ctx.h("merchant_x"))
+    assert r.status_code == 204, r.get_json()
+    assert raced == [queued]
+    assert ctx.client.get(f"/v1/garments/{garment}", headers=ctx.h("merchant_x")).status_code == 404
 
 
 # --- ops -----------------------------------------------------------------------------------
@@ -334,3 +480,15 @@ def test_pagination(ctx: Ctx) -> None:
     assert len(seen) == 5 and set(seen) == ids
     r = ctx.client.get("/v1/photos?cursor=!!!", headers=ctx.h("shopper_a"))
     assert r.status_code == 422 and r.get_json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize("ts", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_cursor_at_the_edge_of_the_date_range_is_422_invalid_cursor(ctx: Ctx, ts: str) -> None:
+    """Well-formed, but converting it to UTC overflows: 422, not a 500 OverflowError."""
+    import base64
+
+    cursor = base64.urlsafe_b64encode(f"{ts}|x".encode()).decode().rstrip("=")
+    for path in ("/v1/tryons", "/v1/photos"):
+        r = ctx.client.get(path, query_string={"cursor": cursor}, headers=ctx.h("shopper_a"))
+        assert r.status_code == 422, (r.status_code, r.get_json())
+        assert r.get_json()["error"]["code"] == "invalid_cursor"

@@ -13,7 +13,7 @@ from flask import request
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
-from tryon.errors import InvalidInputError, UnsupportedMediaTypeError
+from tryon.errors import ConflictError, InvalidInputError, UnsupportedMediaTypeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,11 +60,19 @@ def _encode_cursor(created_at: datetime, row_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """``(created_at as aware UTC, id)``; 422 ``invalid_cursor`` for anything else.
+
+    The UTC conversion happens here, inside the ``try``: a well-formed timestamp at the edge of
+    the date range (``9999-12-31T23:59:59-14:00``) overflows only when converted.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts, row_id = raw.split("|", 1)
-        return datetime.fromisoformat(ts), row_id
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        when = datetime.fromisoformat(ts)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(UTC), row_id
+    except (binascii.Error, ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidInputError("The cursor is not valid.", code="invalid_cursor") from None
 
 
@@ -74,11 +82,26 @@ def paginate(session: Session, stmt: Select[Any], model: Any, limit: int,
     if cursor:
         ts, row_id = _decode_cursor(cursor)
         if session.get_bind().dialect.name == "sqlite":
-            ts = ts.astimezone(UTC).replace(tzinfo=None)  # SQLite stores naive UTC
+            ts = ts.replace(tzinfo=None)  # SQLite stores naive UTC (ts is UTC already)
         stmt = stmt.where(or_(model.created_at < ts, and_(model.created_at == ts, model.id < row_id)))
     rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
     nxt = _encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], nxt
+
+
+def cancel_open_job(session: Session, job_id: str) -> None:
+    """Cancel a job that was queued or running when its inputs were looked at, for a delete.
+
+    A worker may finish it between that look and the cancel: the job is then terminal, which is
+    all a delete needs, so ``job_not_cancelable`` is not an error here (it would roll back the
+    delete and answer 409).
+    """
+    from tryon.records.jobs import cancel_job
+
+    try:
+        cancel_job(session, job_id)
+    except ConflictError:
+        pass
 
 
 def read_upload(file: Any, max_bytes: int) -> bytes:

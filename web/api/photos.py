@@ -19,7 +19,15 @@ from tryon.errors import (
 )
 from tryon.records.models import Photo, TryOnJob, TryOnResult, utcnow
 from tryon.types import Category, Role
-from web.api.common import AUTH_DOC, consumes, iso, paginate, png_responses, read_upload
+from web.api.common import (
+    AUTH_DOC,
+    cancel_open_job,
+    consumes,
+    iso,
+    paginate,
+    png_responses,
+    read_upload,
+)
 from web.auth import current_principal, roles
 from web.schemas import PageQuery, PhotoIn, PhotoOut, PhotoPage, PlacementQuery
 from web.services import db_session, services
@@ -143,7 +151,6 @@ def get_photo(photo_id: str) -> dict[str, Any]:
 @bp.output({}, status_code=204)
 def delete_photo(photo_id: str) -> tuple[str, int]:
     """Delete a photo and everything made from it: open try-ons are canceled, results removed."""
-    from tryon.records.jobs import cancel_job
     from tryon.storage import job_prefix
 
     svc = services()
@@ -155,7 +162,7 @@ def delete_photo(photo_id: str) -> tuple[str, int]:
     ).all()
     for job_id, status in jobs:
         if status in ("queued", "running"):
-            cancel_job(session, job_id)
+            cancel_open_job(session, job_id)
     job_ids = [j for j, _ in jobs]
     if job_ids:
         for r in session.scalars(select(TryOnResult).where(TryOnResult.job_id.in_(job_ids))):

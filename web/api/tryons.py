@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 bp = APIBlueprint("tryons", __name__, tag="Try-ons", url_prefix="/v1/tryons")
 
 MAX_IDEMPOTENCY_KEY = 200
+#: a keyed row without a stored response younger than this is a request still in flight (409)
+IN_FLIGHT_GRACE_S = 10
 
 
 def result_dict(job: TryOnJob, r: TryOnResult) -> dict[str, Any]:
@@ -117,7 +119,14 @@ def _replay(owner_id: str, key: str, digest: str) -> tuple[dict[str, Any], int] 
     if job.request_hash != digest:
         raise IdempotencyMismatchError()
     if job.response_body is None:
-        raise IdempotencyInFlightError()
+        # Rows committed since the response is stored in the same commit always have one;
+        # an older row (written by a previous release, or any path that missed it) would
+        # otherwise answer 409 for the whole TTL. Past a short grace period, rebuild it.
+        grace = timedelta(seconds=IN_FLIGHT_GRACE_S)
+        if aware(job.created_at) + grace > db_now(session):  # type: ignore[operator]
+            raise IdempotencyInFlightError()
+        job.response_body = job_dict(job)
+        session.commit()
     return job.response_body, 202
 
 
@@ -211,6 +220,12 @@ def create_tryon(body: dict[str, Any]) -> Any:
             queue=queue, params=params, max_attempts=svc.settings.max_attempts,
             webhook_url=webhook_url, idempotency_key=key, request_hash=digest if key else None,
         )
+        # create_job flushed: the id and timestamps exist. The response is stored in the SAME
+        # commit as the row, so a request that dies after the commit (a hanging publish killed
+        # by the worker timeout) cannot leave the key answering 409 for the whole TTL.
+        out = job_dict(job)
+        if key is not None:
+            job.response_body = out
         session.commit()
     except IntegrityError:
         # a concurrent request with the same key committed first
@@ -231,11 +246,7 @@ def create_tryon(body: dict[str, Any]) -> Any:
                     type(exc).__name__)
     else:
         mark_published(session, job.id)
-    # 5. the response, stored for idempotent replays
-    out = job_dict(job)
-    if key is not None:
-        job.response_body = out
-    session.commit()
+        session.commit()
     log.info("job=%s created owner=%s engine=%s queue=%s", job.id, owner, engine, queue)
     return out, 202
 
