@@ -2,7 +2,10 @@
 
 One pass (:meth:`Reaper.run_once`) calls :func:`tryon.records.jobs.reap` in its own transaction,
 commits, and only then publishes: stale ``running`` jobs re-queued, ``queued`` jobs never
-published (or published long ago), and webhook outbox rows whose first publish was lost.
+published (or published long ago, with exponential backoff per message already sent), and
+webhook outbox rows whose first publish or whose scheduled retry message was lost. A job whose
+re-publish fails (broker down) is handed back at once (:func:`jobs.unmark_published`), so the
+failed attempt does not count towards its backoff.
 Duplicate messages are harmless (the claim is a compare-and-set), so the reaper may run in two
 places at once (the beat-scheduled task and ``tryon serve``'s loop).
 
@@ -17,16 +20,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
 from tryon.records import jobs
 from tryon.records.db import session_scope
-from tryon.records.models import WebhookDelivery
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,16 @@ class Reaper:
             log.warning("reaper: database unavailable: %s", exc)
             return ReaperPass(None, error=str(exc)[:300])
         published = 0
+        unsent: list[str] = []
         for job_id, queue in report.republish:
             try:
                 self.publish_job(job_id, queue)
                 published += 1
             except Exception as exc:  # noqa: BLE001 - broker down: the next pass tries again
                 log.warning("reaper: publish of job=%s failed: %s", job_id, exc)
+                unsent.append(job_id)
+        if unsent and report.at is not None:
+            self._hand_back(unsent, report.at)
         if webhook_ids and self.publish_webhooks is not None:
             try:
                 self.publish_webhooks(webhook_ids)
@@ -87,15 +92,22 @@ class Reaper:
                 log.warning("reaper: webhook publish failed: %s", exc)
         return ReaperPass(report, published, len(webhook_ids))
 
+    def _hand_back(self, job_ids: list[str], claimed_at: datetime) -> None:
+        """Mark jobs whose re-publish failed as unpublished again (best effort: if the DB is
+        down too, the job just waits out its backoff)."""
+        try:
+            with session_scope(self.factory) as session:
+                for job_id in job_ids:
+                    jobs.unmark_published(session, job_id, claimed_at)
+        except OperationalError as exc:
+            log.warning("reaper: could not hand back %d unsent jobs: %s", len(job_ids), exc)
+
     def _stuck_webhooks(self, session: Session) -> list[str]:
-        """Outbox rows never attempted although created more than ``republish_after_s`` ago
-        (their first publish was lost)."""
-        cutoff = jobs.db_now(session) - timedelta(seconds=self.settings.republish_after_s)
-        return list(session.execute(
-            select(WebhookDelivery.id).where(
-                WebhookDelivery.status == "pending", WebhookDelivery.attempt == 0,
-                WebhookDelivery.created_at < cutoff).limit(500)
-        ).scalars())
+        """Pending outbox rows whose message looks lost: first publish older than
+        ``republish_after_s``, or a scheduled retry overdue by more than ``republish_after_s``
+        (see :func:`jobs.reap_webhooks`; claimed, so concurrent reapers send each once)."""
+        grace = self.settings.republish_after_s
+        return jobs.reap_webhooks(session, first_publish_after_s=grace, overdue_grace_s=grace)
 
     def loop(self, stop: threading.Event) -> None:
         """Run a pass every ``reaper_interval_s`` until ``stop`` is set."""

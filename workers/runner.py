@@ -20,7 +20,10 @@ A run (``JobRunner.run``), numbered like the reliability doc's section 1.4:
 Transient errors (storage unavailable, DB ``OperationalError``) are retried in-process with
 full-jitter exponential backoff, bounded by ``transient_retries`` and ``max_retry_backoff_s``;
 a run keeps its claim and heartbeat while it waits. Permanent errors fail the job at once with
-their stable code.
+their stable code. Any other exception (an engine bug, an ``AssertionError``, CUDA out of memory)
+fails the job at once with ``internal_error`` (traceback in the log, only the exception type in
+the job's message); the task framework's own exceptions (``passthrough_exceptions``) and
+``KeyboardInterrupt``/``SystemExit`` still propagate.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -101,8 +106,23 @@ class RunOutcome:
     error_code: str | None = None
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def default_worker_id(pid: int | None = None) -> str:
+    """``<hostname>:<pid>``, written to ``TryOnJob.worker_id`` at claim. The worker's main
+    process rebuilds a killed pool child's id from the child's pid (``pid``) to fence
+    :meth:`JobRunner.mark_timed_out`."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def unexpected_error_message(exc: BaseException) -> str:
+    """The client-facing message of an ``internal_error`` from an unexpected exception: the
+    exception type only (its text may carry paths, tensor shapes or other internals; the full
+    traceback is in the worker's log). An out-of-memory error (``torch.OutOfMemoryError``,
+    recognised by name so torch is never imported here) says so, as it may work later or with
+    fewer samples."""
+    name = type(exc).__name__
+    if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+        return f"The engine ran out of memory ({name}); try again later or with fewer samples."
+    return f"The engine failed unexpectedly ({name})."
 
 
 def retry_transient(
@@ -370,6 +390,9 @@ class JobRunner:
     worker_id: str = field(default_factory=default_worker_id)
     #: exceptions that mean "the soft time limit fired" (Celery's SoftTimeLimitExceeded)
     timeout_exceptions: tuple[type[BaseException], ...] = ()
+    #: the task framework's own control-flow exceptions (Celery's Retry, Ignore, Reject,
+    #: Terminated...): re-raised untouched, never turned into internal_error
+    passthrough_exceptions: tuple[type[BaseException], ...] = ()
     #: called with a job id after its terminal transition committed (publishes webhooks)
     on_terminal: Callable[[str], None] | None = None
     transient_retries: int = 3
@@ -448,6 +471,8 @@ class JobRunner:
             self._delete(written)
             return self._fail(job_id, attempt, jobs.TIMEOUT,
                               "The job took longer than the time limit and was stopped.", timings)
+        except self.passthrough_exceptions:
+            raise
         except TryOnError as exc:
             self._delete(written)
             return self._fail(job_id, attempt, exc.code, exc.message, timings)
@@ -465,6 +490,13 @@ class JobRunner:
             self._delete(written)
             return self._fail(job_id, attempt, "internal_error",
                               f"{type(exc).__name__}: {exc}"[:500], timings)
+        except Exception as exc:  # noqa: BLE001 - the last resort; see unexpected_error_message
+            # Left to propagate, the job would stay "running" with a dead heartbeat, be re-run
+            # until max_attempts (repeating the same crash) and end as a misleading worker_lost.
+            log.exception("job=%s attempt=%d unexpected error", job_id, attempt)
+            self._delete(written)
+            return self._fail(job_id, attempt, "internal_error",
+                              unexpected_error_message(exc), timings)
         if outcome is None:
             # canceled or superseded: leave nothing behind under this attempt's keys
             self._delete(written)
@@ -599,13 +631,24 @@ class JobRunner:
             self._delete(cache.written)
 
     # -- hard time limit ----------------------------------------------------------------
-    def mark_timed_out(self, job_id: str) -> bool:
-        """After a hard-limit kill (called in the worker's main process): fail the job's current
-        running attempt with ``timeout``. The killed child was that attempt: a claim by another
-        run would have needed a stale heartbeat, which the live child kept fresh."""
+    def mark_timed_out(self, job_id: str, killed_worker_id: str) -> bool:
+        """After a hard-limit kill (called in the worker's main process): fail the job with
+        ``timeout`` only if the killed child still holds it, i.e. the row is ``running`` with
+        ``worker_id == killed_worker_id`` (the child's :func:`default_worker_id`). The attempt
+        read with it is the fence of the write. A child that was superseded meanwhile (its
+        heartbeat went stale, e.g. a long DB outage, and attempt N+1 claimed the job on another
+        worker) is not the owner: the healthy attempt is left alone. False when nothing
+        was failed."""
         def do(s: Session) -> bool:
-            row = s.get(TryOnJob, job_id, populate_existing=True)
+            row = s.execute(
+                select(TryOnJob.status, TryOnJob.attempt, TryOnJob.worker_id)
+                .where(TryOnJob.id == job_id)
+            ).one_or_none()
             if row is None or row.status != jobs.RUNNING:
+                return False
+            if row.worker_id != killed_worker_id[:200]:
+                log.warning("job=%s hard time limit of %s, but attempt %d belongs to %s now: "
+                            "left alone", job_id, killed_worker_id, row.attempt, row.worker_id)
                 return False
             return jobs.finish_failure(s, job_id, row.attempt, jobs.TIMEOUT,
                                        "The job exceeded the hard time limit and was killed.")
@@ -674,6 +717,9 @@ def deliver_webhook(
         if row is not None:
             row.attempt = attempt
             row.status = status
+            # when the retry message is due; the reaper re-sends it if it is overdue (lost)
+            row.next_attempt_at = (jobs.db_now(s) + timedelta(seconds=countdown)
+                                   if status == "pending" else None)
             row.last_status_code = result.status_code
             row.last_error = result.error
             if result.ok:

@@ -12,8 +12,15 @@ import logging
 import random
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import (
+    CeleryError,
+    SoftTimeLimitExceeded,
+    Terminated,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from celery.signals import worker_process_init
+from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,7 +30,7 @@ from tryon.records import jobs
 from tryon.records.db import make_engine, make_session_factory, session_scope
 from workers.app import make_celery, publish_job, publish_webhooks
 from workers.reaper import Reaper
-from workers.runner import BusyError, JobRunner, deliver_webhook
+from workers.runner import BusyError, JobRunner, default_worker_id, deliver_webhook
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,7 @@ def runner() -> JobRunner:
             session_factory=session_factory(),
             storage=make_storage(settings),
             timeout_exceptions=(SoftTimeLimitExceeded,),
+            passthrough_exceptions=(CeleryError, Terminated, TimeLimitExceeded, WorkerLostError),
             on_terminal=_notify_terminal,
         )
     return _state["runner"]
@@ -88,16 +96,42 @@ def _busy_bound() -> int:
     return int(settings.hard_time_limit_s / settings.stale_after_s) + 2
 
 
+#: task id -> pid of the pool child a hard time limit killed, kept by RunJobRequest for the
+#: on_failure hook that Celery calls right after (same process; on_failure gets no request)
+_killed_pids: dict[str, int] = {}
+
+
+class RunJobRequest(Request):
+    """Celery's request, plus: on a hard time limit, remember which pool child ran the task."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft and self.worker_pid is not None:
+            _killed_pids[self.id] = int(self.worker_pid)
+        try:
+            super().on_timeout(soft, timeout)
+        finally:
+            _killed_pids.pop(self.id, None)
+
+
 class RunJobTask(app.Task):  # type: ignore[name-defined]
+    Request = RunJobRequest
+
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
         # Called in the worker's main process after a hard-limit kill (Celery >= 5.7): the
-        # child's own code never runs again, so the row is failed from here.
+        # child's own code never runs again, so the row is failed from here, fenced on the
+        # killed child's worker id (it may have been superseded by another attempt meanwhile).
         if isinstance(exc, TimeLimitExceeded) and args:
+            job_id = str(args[0])
+            pid = _killed_pids.get(task_id)
+            if pid is None:
+                log.warning("job=%s hard time limit but the killed child is unknown; "
+                            "leaving the job to the reaper", job_id)
+                return
             try:
-                runner().mark_timed_out(str(args[0]))
+                runner().mark_timed_out(job_id, default_worker_id(pid))
             except OperationalError:
-                log.exception("job=%s could not be marked timed out; the reaper will", args[0])
+                log.exception("job=%s could not be marked timed out; the reaper will", job_id)
 
 
 @app.task(name=TASK_RUN_JOB, bind=True, base=RunJobTask, ignore_result=True)

@@ -199,6 +199,7 @@ def _prepare_reaper_rows(factory: sessionmaker[Session]) -> dict[str, str]:
             "unpublished": new_job(s, ids),
             "published_recently": new_job(s, ids),
             "published_long_ago": new_job(s, ids),
+            "backed_off": new_job(s, ids),
             "done": new_job(s, ids),
         }
         for key in ("stale_retry", "stale_last", "fresh", "done"):
@@ -207,6 +208,9 @@ def _prepare_reaper_rows(factory: sessionmaker[Session]) -> dict[str, str]:
         assert jobs.finish_success(s, rows["done"], 1, [], now=T0)
         jobs.mark_published(s, rows["published_recently"], now=T0 + timedelta(seconds=90))
         jobs.mark_published(s, rows["published_long_ago"], now=T0)
+        # published twice (API + one republish): the next republish waits 2 x 60 s
+        jobs.mark_published(s, rows["backed_off"], now=T0 - timedelta(seconds=60))
+        jobs.mark_published(s, rows["backed_off"], now=T0)
         s.commit()
     return rows
 
@@ -219,6 +223,9 @@ def _check_reaped(factory: sessionmaker[Session], rows: dict[str, str],
         assert (st_["stale_last"].status, st_["stale_last"].error_code) == ("failed", "worker_lost")
         assert st_["fresh"].status == "running"
         assert st_["done"].status == "succeeded"
+        assert st_["stale_retry"].publish_count == 1  # a fresh message for the re-queued job
+        assert st_["published_long_ago"].publish_count == 2
+        assert st_["backed_off"].publish_count == 2
     requeued = [j for r in reports for j in r.requeued]
     failed = [j for r in reports for j in r.failed]
     republished = sorted(j for r in reports for j, _ in r.republish)
@@ -267,6 +274,152 @@ def test_reap_twice_concurrently_same_result_as_once(factory: sessionmaker[Sessi
     assert not errors, errors
     assert len(reports) == 2
     _check_reaped(factory, rows, reports)
+
+
+def test_reap_backs_off_republishing_a_waiting_message(factory: sessionmaker[Session]) -> None:
+    """R-12/R-17: a published job waiting behind a backlog is re-sent at exponentially growing
+    intervals (republish_after_s x 1, 2, 4, ...), not every republish_after_s: 5 re-sends in 30
+    minutes instead of 59, 3 in the first 5 minutes instead of 9."""
+    with factory() as s:
+        job_id = new_job(s, seed_inputs(s))
+        assert jobs.mark_published(s, job_id, now=T0)  # the API published it once
+        s.commit()
+    sent_at: list[int] = []
+    for k in range(1, 181):  # the reaper every 10 s for 30 minutes
+        with factory() as s:
+            rep = jobs.reap(s, now=T0 + timedelta(seconds=10 * k), stale_after_s=30,
+                            republish_after_s=30)
+            s.commit()
+        sent_at += [10 * k for j, _ in rep.republish if j == job_id]
+    # published at 0; due after 30 s (-> 40), then 60 s (-> 110), 120 s, 240 s, 480 s, 960 s
+    assert sent_at == [40, 110, 240, 490, 980]
+    with factory() as s:
+        assert state(s, job_id).publish_count == 6
+
+
+def test_republish_delay_doubles_and_is_capped() -> None:
+    assert [jobs.republish_delay_s(n, 30) for n in range(0, 10)] == [
+        30, 30, 60, 120, 240, 480, 960, 1920, 1920, 1920]
+
+
+def test_unpublished_and_requeued_jobs_keep_the_short_delay(factory: sessionmaker[Session]) -> None:
+    """Backoff never delays a job without a message: never published -> the short grace;
+    re-queued by the reaper -> count 1 (its new message); ops retry -> count 0."""
+    with factory() as s:
+        ids = seed_inputs(s)
+        never = new_job(s, ids)
+        stale = new_job(s, ids)
+        for _ in range(5):
+            jobs.mark_published(s, stale, now=T0)
+        assert jobs.claim_job(s, stale, "w", now=T0) == 1
+        s.commit()
+    with factory() as s:
+        rep = jobs.reap(s, now=T0 + timedelta(seconds=40), stale_after_s=30, republish_after_s=30)
+        s.commit()
+        assert sorted(j for j, _ in rep.republish) == sorted([never, stale])
+        assert (state(s, never).publish_count, state(s, stale).publish_count) == (1, 1)
+    with factory() as s:  # both now wait the base interval (30 s) for their next re-send
+        rep = jobs.reap(s, now=T0 + timedelta(seconds=71), stale_after_s=30, republish_after_s=30)
+        s.commit()
+        assert sorted(j for j, _ in rep.republish) == sorted([never, stale])
+        assert jobs.claim_job(s, stale, "w", now=T0 + timedelta(seconds=72)) == 2
+        assert jobs.finish_failure(s, stale, 2, "boom", "x", now=T0 + timedelta(seconds=72))
+        job = jobs.retry_job(s, stale)
+        s.commit()
+        assert (job.publish_count, job.published_at) == (0, None)
+
+
+def test_unmark_published_hands_a_failed_republish_back(factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        job_id = new_job(s, seed_inputs(s))
+        jobs.mark_published(s, job_id, now=T0)
+        s.commit()
+    at = T0 + timedelta(seconds=40)
+    with factory() as s:
+        rep = jobs.reap(s, now=at, stale_after_s=30, republish_after_s=30)
+        s.commit()
+    assert [j for j, _ in rep.republish] == [job_id] and rep.at == at
+    with factory() as s:
+        assert not jobs.unmark_published(s, job_id, at - timedelta(seconds=1))  # not our claim
+        assert jobs.unmark_published(s, job_id, at)  # the broker refused it
+        s.commit()
+        assert (state(s, job_id).published_at, state(s, job_id).publish_count) == (None, 1)
+    with factory() as s:  # unpublished again: the very next pass sends it, no backoff
+        rep = jobs.reap(s, now=at + timedelta(seconds=1), stale_after_s=30, republish_after_s=30)
+        s.commit()
+    assert [j for j, _ in rep.republish] == [job_id]
+
+
+def test_reap_webhooks_first_publish_and_overdue_retries(factory: sessionmaker[Session]) -> None:
+    """Pending deliveries whose message looks lost are claimed once per grace period: the first
+    publish (no next_attempt_at) after ``first_publish_after_s``, a scheduled retry once it is
+    overdue by ``overdue_grace_s``. Delivered/failed rows and retries not yet due are left."""
+    with factory() as s:
+        ids = seed_inputs(s)
+        made = {}
+        for name in ("fresh", "first_lost", "retry_due_soon", "retry_lost", "delivered"):
+            job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
+            assert jobs.claim_job(s, job_id, "w", now=T0) == 1
+            assert jobs.finish_success(s, job_id, 1, [], now=T0)
+            (made[name],) = jobs.pending_deliveries(s, job_id)
+        rows = {k: s.get(WebhookDelivery, v) for k, v in made.items()}
+        for r in rows.values():
+            r.created_at = T0  # type: ignore[union-attr]
+        rows["fresh"].created_at = T0 + timedelta(seconds=90)  # type: ignore[union-attr]
+        rows["retry_due_soon"].attempt = 2  # type: ignore[union-attr]
+        rows["retry_due_soon"].next_attempt_at = T0 + timedelta(seconds=80)  # type: ignore[union-attr]
+        rows["retry_lost"].attempt = 3  # type: ignore[union-attr]
+        rows["retry_lost"].next_attempt_at = T0 + timedelta(seconds=20)  # type: ignore[union-attr]
+        rows["delivered"].status = "delivered"  # type: ignore[union-attr]
+        s.commit()
+
+    def reap_at(seconds: int) -> list[str]:
+        with factory() as s:
+            out = jobs.reap_webhooks(s, now=T0 + timedelta(seconds=seconds),
+                                     first_publish_after_s=30, overdue_grace_s=30)
+            s.commit()
+        return sorted(out)
+
+    assert reap_at(100) == sorted([made["first_lost"], made["retry_lost"]])
+    assert reap_at(101) == []  # claimed: not re-sent on every pass
+    assert reap_at(115) == [made["retry_due_soon"]]  # due at 80, overdue by 30 at 110
+    # still pending a grace period after the re-send: sent again; "fresh" is 41 s old now
+    assert reap_at(131) == sorted([made["first_lost"], made["retry_lost"], made["fresh"]])
+
+
+def test_reap_webhooks_twice_concurrently_claims_each_once(
+        factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        ids = seed_inputs(s)
+        made = []
+        for _ in range(4):
+            job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
+            assert jobs.claim_job(s, job_id, "w", now=T0) == 1
+            assert jobs.finish_failure(s, job_id, 1, "boom", "x", now=T0)
+            (d,) = jobs.pending_deliveries(s, job_id)
+            s.get(WebhookDelivery, d).next_attempt_at = T0  # type: ignore[union-attr]
+            made.append(d)
+        s.commit()
+    barrier = threading.Barrier(2)
+    claimed: list[str] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            with factory() as s:
+                barrier.wait()
+                claimed.extend(jobs.reap_webhooks(s, now=T0 + timedelta(seconds=100)))
+                s.commit()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(claimed) == sorted(made)
 
 
 def test_queue_stats(factory: sessionmaker[Session]) -> None:

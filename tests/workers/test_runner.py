@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ from tryon.records.db import make_engine, make_session_factory
 from tryon.records.models import Base, Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
 from tryon.storage import LocalStorage
 from tryon.webhooks import verify
-from workers.runner import BusyError, JobRunner, deliver_webhook
+from workers.runner import (
+    BusyError,
+    JobRunner,
+    default_worker_id,
+    deliver_webhook,
+    unexpected_error_message,
+)
 
 
 @pytest.fixture
@@ -240,11 +247,131 @@ def test_soft_time_limit_fails_with_timeout(settings, factory, storage, ids) -> 
     # the hard-limit path (on_failure in the parent) on another job mid-run
     job2 = new(factory, ids)
     with factory() as s:
-        jobs.claim_job(s, job2, "w")
+        jobs.claim_job(s, job2, "host:101")
         s.commit()
-    assert runner.mark_timed_out(job2)
+    assert runner.mark_timed_out(job2, "host:101")
     assert (row(factory, job2).status, row(factory, job2).error_code) == ("failed", "timeout")
-    assert not runner.mark_timed_out(job2)
+    assert not runner.mark_timed_out(job2, "host:101")
+
+
+def test_hard_limit_of_a_superseded_child_leaves_the_new_attempt_alone(settings, factory,  # type: ignore[no-untyped-def]
+                                                                      storage, ids) -> None:
+    """The killed child's attempt went stale (e.g. a DB outage) and attempt 2 took the job on
+    another worker; the parent's on_failure for the old child must not fail attempt 2."""
+    job_id = new(factory, ids)
+    with factory() as s:
+        t0 = jobs.db_now(s)
+        assert jobs.claim_job(s, job_id, "gpu-a:101", now=t0) == 1
+        s.commit()
+    with factory() as s:
+        later = t0 + timedelta(seconds=settings.stale_after_s + 1)
+        assert jobs.claim_job(s, job_id, "gpu-b:202", now=later,
+                              stale_after_s=settings.stale_after_s) == 2
+        s.commit()
+    runner, _, notified = make_runner(settings, factory, storage)
+    assert not runner.mark_timed_out(job_id, "gpu-a:101")
+    job = row(factory, job_id)
+    assert (job.status, job.attempt, job.worker_id, job.error_code) == (
+        "running", 2, "gpu-b:202", None)
+    assert notified == []
+    # the owner's own hard limit still fails it
+    assert runner.mark_timed_out(job_id, "gpu-b:202")
+    assert (row(factory, job_id).status, row(factory, job_id).error_code) == ("failed", "timeout")
+    assert notified == [job_id]
+
+
+def test_default_worker_id_rebuilds_a_childs_id_from_its_pid() -> None:
+    import os
+
+    assert default_worker_id() == default_worker_id(os.getpid())
+    assert default_worker_id(4242).endswith(":4242")
+    assert default_worker_id(4242).split(":")[0] == default_worker_id().split(":")[0]
+
+
+# ---------------------------------------------------------------------------------------
+# unexpected errors (R-1/R-11)
+
+
+class _RaisingEngine(FakeEngine):
+    """Renders nothing: raises ``exc`` (an instance) from render."""
+
+    exc: BaseException = RuntimeError()
+
+    def render(self, request, **kw):  # type: ignore[no-untyped-def]
+        raise self.exc
+
+
+def _raising(exc: BaseException) -> Any:
+    def load(name: str, s: Settings) -> FakeEngine:
+        eng = _RaisingEngine(s)
+        eng.exc = exc
+        return eng
+
+    return load
+
+
+@pytest.mark.parametrize("exc", [
+    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (/opt/secret/path)"),
+    AssertionError("shape mismatch at /opt/secret/path"),
+    TypeError("unsupported operand /opt/secret/path"),
+])
+def test_unexpected_engine_error_fails_the_job_with_internal_error(settings, factory, storage,  # type: ignore[no-untyped-def]
+                                                                   ids, exc) -> None:
+    job_id = new(factory, ids)
+    runner, _, notified = make_runner(settings, factory, storage, engine_loader=_raising(exc))
+    out = runner.run(job_id)  # does not raise: the task acks, nothing re-runs the same crash
+    assert (out.status, out.error_code, out.attempt) == ("failed", "internal_error", 1)
+    job = row(factory, job_id)
+    assert (job.status, job.error_code, job.heartbeat_at) == ("failed", "internal_error", None)
+    assert type(exc).__name__ in (job.error_message or "")
+    assert "/opt/secret/path" not in (job.error_message or "")  # no internals for the client
+    assert notified == [job_id]
+
+
+def test_unexpected_error_after_writing_deletes_the_outputs(settings, factory, storage,  # type: ignore[no-untyped-def]
+                                                            ids) -> None:
+    class BreaksOnSecondPut:
+        def __init__(self, inner: LocalStorage) -> None:
+            self.inner, self.puts = inner, 0
+
+        def put(self, key: str, data: bytes, content_type: str) -> None:
+            self.puts += 1
+            if self.puts == 2:
+                raise AssertionError("library bug")
+            self.inner.put(key, data, content_type)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    job_id = new(factory, ids, params={"num_samples": 2})
+    runner, _, _ = make_runner(settings, factory, BreaksOnSecondPut(storage))
+    assert runner.run(job_id).error_code == "internal_error"
+    assert stored(storage, ids, job_id) == []  # the first sample was written, then deleted
+
+
+def test_out_of_memory_message_names_it_without_importing_torch() -> None:
+    class OutOfMemoryError(RuntimeError):  # what torch raises, recognised by name
+        pass
+
+    assert "ran out of memory (OutOfMemoryError)" in unexpected_error_message(
+        OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert "ran out of memory (RuntimeError)" in unexpected_error_message(
+        RuntimeError("CUDA out of memory."))
+    assert unexpected_error_message(KeyError("x")) == "The engine failed unexpectedly (KeyError)."
+
+
+def test_framework_exceptions_and_interrupts_propagate(settings, factory, storage,  # type: ignore[no-untyped-def]
+                                                      ids) -> None:
+    class Retry(Exception):  # stands for celery.exceptions.Retry
+        pass
+
+    for exc, kw in ((Retry(), {"passthrough_exceptions": (Retry,)}),
+                    (KeyboardInterrupt(), {})):
+        job_id = new(factory, ids)
+        runner, _, _ = make_runner(settings, factory, storage, engine_loader=_raising(exc), **kw)
+        with pytest.raises(type(exc)):
+            runner.run(job_id)
+        assert row(factory, job_id).status == "running"  # left to the task framework / reaper
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,8 +412,18 @@ def test_webhook_signed_stable_id_and_retried(settings, factory, storage, ids) -
         assert runner.run(job_id).status == "succeeded"
         with factory() as s:
             (delivery_id,) = jobs.pending_deliveries(s, job_id)
+        with factory() as s:
+            before = jobs.db_now(s)
+            assert s.get(WebhookDelivery, delivery_id).next_attempt_at is None  # type: ignore[union-attr]
         first = deliver_webhook(settings, factory, delivery_id, secret=settings.secret_key)
         assert first.status == "retry" and 0 <= first.countdown_s <= settings.max_retry_backoff_s
+        with factory() as s:
+            # when the retry is due: the reaper re-sends it if that message is lost
+            due = s.get(WebhookDelivery, delivery_id).next_attempt_at  # type: ignore[union-attr]
+            assert due is not None
+            due = jobs._aware(due)
+            assert before + timedelta(seconds=first.countdown_s) <= due
+            assert due <= jobs.db_now(s) + timedelta(seconds=first.countdown_s)
         second = deliver_webhook(settings, factory, delivery_id, secret=settings.secret_key)
         assert second.status == "delivered"
         # delivered rows are never sent again
@@ -301,6 +438,7 @@ def test_webhook_signed_stable_id_and_retried(settings, factory, storage, ids) -
         with factory() as s:
             d = s.get(WebhookDelivery, delivery_id)
             assert (d.status, d.attempt, d.last_status_code) == ("delivered", 2, 200)  # type: ignore[union-attr]
+            assert d.next_attempt_at is None  # type: ignore[union-attr]
     finally:
         recv.close()
 

@@ -141,12 +141,29 @@ def create_job(
 
 
 def mark_published(session: Session, job_id: str, now: datetime | None = None) -> bool:
-    """Record that the broker accepted a message for a queued job (False if it is not queued)."""
+    """Record that the broker accepted a message for a queued job: ``published_at = now`` and
+    ``publish_count + 1`` (False if it is not queued)."""
     now = now or db_now(session)
     res = session.execute(
         update(TryOnJob)
         .where(TryOnJob.id == job_id, TryOnJob.status == QUEUED)
-        .values(published_at=now)
+        .values(published_at=now, publish_count=TryOnJob.publish_count + 1)
+        .execution_options(**_NO_SYNC)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def unmark_published(session: Session, job_id: str, published_at: datetime) -> bool:
+    """Undo a reaper's republish claim made at ``published_at`` whose publish then failed
+    (broker down): the job reads as never published again, so the next pass retries it at once
+    instead of waiting out a backoff for a message that does not exist. A CAS on the claim's
+    ``published_at``: False when the job moved on (claimed, canceled, published again)."""
+    res = session.execute(
+        update(TryOnJob)
+        .where(TryOnJob.id == job_id, TryOnJob.status == QUEUED,
+               TryOnJob.published_at == published_at)
+        # the claim incremented the count (requeue set it to 1), so this never goes below 0
+        .values(published_at=None, publish_count=TryOnJob.publish_count - 1)
         .execution_options(**_NO_SYNC)
     )
     return res.rowcount == 1  # type: ignore[attr-defined]
@@ -471,6 +488,7 @@ def retry_job(session: Session, job_id: str, *, extra_attempts: int = 3) -> TryO
         .values(
             status=QUEUED, stage="queued", progress=0.0, error_code=None, error_message=None,
             max_attempts=row.attempt + max(1, extra_attempts), published_at=None,
+            publish_count=0,
             finished_at=None, heartbeat_at=None, cancel_requested=False,
         )
         .execution_options(**_NO_SYNC)
@@ -487,11 +505,50 @@ def retry_job(session: Session, job_id: str, *, extra_attempts: int = 3) -> TryO
 @dataclass(frozen=True)
 class ReapReport:
     """What one reaper pass did. ``republish``: (job id, queue) pairs whose message this pass
-    claimed the right to (re)publish; the caller publishes them after commit."""
+    claimed the right to (re)publish; the caller publishes them after commit (and hands a
+    failed publish back with :func:`unmark_published` and ``at``, the claim's time)."""
 
     requeued: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     republish: tuple[tuple[str, str], ...] = ()
+    at: datetime | None = field(default=None, compare=False)
+
+
+#: the republish interval doubles per message already published, at most 2**6 times
+REPUBLISH_BACKOFF_MAX_EXP = 6
+
+
+def republish_delay_s(publish_count: int, republish_after_s: float) -> float:
+    """How long after its last publish a ``queued`` job is published again:
+    ``republish_after_s * 2**min(publish_count - 1, 6)`` (``publish_count <= 1``: the base).
+
+    A message may simply be waiting behind a backlog; re-sending it on a fixed interval would
+    multiply the backlog (N jobs waiting W seconds -> ~N*W/interval duplicates). Doubling keeps
+    it to ~N*log2(W/interval) while a lost message is still re-sent after the base interval."""
+    return republish_after_s * 2 ** min(max(publish_count - 1, 0), REPUBLISH_BACKOFF_MAX_EXP)
+
+
+def _republish_due(now: datetime, republish_after_s: float, unpublished_grace_s: float) -> Any:
+    """SQL condition (portable: no interval arithmetic in SQL) for a queued row whose message is
+    due: never published and committed more than ``unpublished_grace_s`` ago, or published
+    longer ago than :func:`republish_delay_s` of its ``publish_count``."""
+    top = REPUBLISH_BACKOFF_MAX_EXP
+    levels = []
+    for k in range(top + 1):
+        count = k + 1
+        if k == 0:
+            which = TryOnJob.publish_count <= count
+        elif k == top:
+            which = TryOnJob.publish_count >= count
+        else:
+            which = TryOnJob.publish_count == count
+        cutoff = now - timedelta(seconds=republish_delay_s(count, republish_after_s))
+        levels.append(and_(which, TryOnJob.published_at < cutoff))
+    return or_(
+        and_(TryOnJob.published_at.is_(None),
+             TryOnJob.created_at < now - timedelta(seconds=unpublished_grace_s)),
+        *levels,
+    )
 
 
 def reap(
@@ -508,9 +565,11 @@ def reap(
     1. ``running`` jobs with ``heartbeat_at`` older than ``stale_after_s``: back to ``queued``
        when ``attempt < max_attempts``, else ``failed``/``worker_lost``.
     2. ``queued`` jobs never published (committed more than ``unpublished_grace_s`` ago) or
-       published more than ``republish_after_s`` ago: claim the republish by setting
-       ``published_at`` with a CAS on the same condition, so two concurrent reapers publish each
-       job once. The caller publishes after commit; duplicates are harmless anyway (claim CAS).
+       published more than :func:`republish_delay_s` ago (``republish_after_s`` doubled per
+       message already sent, so a message merely waiting in a backlog is not multiplied): claim
+       the republish by setting ``published_at`` and ``publish_count + 1`` with a CAS on the
+       same condition, so two concurrent reapers publish each job once. The caller publishes
+       after commit; duplicates are harmless anyway (claim CAS).
     """
     now = now or db_now(session)
     stale = now - timedelta(seconds=stale_after_s)
@@ -536,18 +595,14 @@ def reap(
         res = session.execute(
             update(TryOnJob).where(*cond)
             .values(status=QUEUED, stage="queued", progress=0.0, heartbeat_at=None,
-                    published_at=now)
+                    published_at=now, publish_count=1)
             .execution_options(**_NO_SYNC)
         )
         if res.rowcount == 1:  # type: ignore[attr-defined]
             requeued.append(job_id)
             republish.append((job_id, queue))
 
-    due = or_(
-        and_(TryOnJob.published_at.is_(None),
-             TryOnJob.created_at < now - timedelta(seconds=unpublished_grace_s)),
-        TryOnJob.published_at < now - timedelta(seconds=republish_after_s),
-    )
+    due = _republish_due(now, republish_after_s, unpublished_grace_s)
     due_rows = session.execute(
         select(TryOnJob.id, TryOnJob.queue).where(TryOnJob.status == QUEUED, due)
         .order_by(TryOnJob.created_at).limit(limit)
@@ -555,14 +610,57 @@ def reap(
     for job_id, queue in due_rows:
         res = session.execute(
             update(TryOnJob).where(TryOnJob.id == job_id, TryOnJob.status == QUEUED, due)
-            .values(published_at=now).execution_options(**_NO_SYNC)
+            .values(published_at=now, publish_count=TryOnJob.publish_count + 1)
+            .execution_options(**_NO_SYNC)
         )
         if res.rowcount == 1:  # type: ignore[attr-defined]
             republish.append((job_id, queue))
     if requeued or failed or republish:
         log.info("reap requeued=%d failed=%d republish=%d", len(requeued), len(failed),
                  len(republish))
-    return ReapReport(tuple(requeued), tuple(failed), tuple(republish))
+    return ReapReport(tuple(requeued), tuple(failed), tuple(republish), at=now)
+
+
+def reap_webhooks(
+    session: Session,
+    now: datetime | None = None,
+    *,
+    first_publish_after_s: float = 30.0,
+    overdue_grace_s: float = 30.0,
+    limit: int = 500,
+) -> list[str]:
+    """Claim the ``pending`` webhook deliveries whose message looks lost, oldest first:
+
+    * no attempt scheduled (``next_attempt_at`` NULL: the first publish after the terminal
+      transition) and created more than ``first_publish_after_s`` ago;
+    * a scheduled attempt (``next_attempt_at``, set with each retry) overdue by more than
+      ``overdue_grace_s`` (the retry message was lost, e.g. the broker restarted empty).
+
+    Each claim is a CAS setting ``next_attempt_at = now``, so concurrent reapers publish a row
+    once and the same row is re-published at most once per ``overdue_grace_s``. The caller
+    publishes the returned ids after commit; a duplicate delivery is possible (receivers dedupe
+    on ``webhook-id``)."""
+    now = now or db_now(session)
+    due = and_(
+        WebhookDelivery.status == "pending",
+        or_(
+            and_(WebhookDelivery.next_attempt_at.is_(None),
+                 WebhookDelivery.created_at < now - timedelta(seconds=first_publish_after_s)),
+            WebhookDelivery.next_attempt_at < now - timedelta(seconds=overdue_grace_s),
+        ),
+    )
+    ids = session.execute(
+        select(WebhookDelivery.id).where(due).order_by(WebhookDelivery.created_at).limit(limit)
+    ).scalars().all()
+    claimed: list[str] = []
+    for delivery_id in ids:
+        res = session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, due)
+            .values(next_attempt_at=now).execution_options(**_NO_SYNC)
+        )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(delivery_id)
+    return claimed
 
 
 # --------------------------------------------------------------------------------------

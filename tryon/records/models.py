@@ -143,6 +143,9 @@ class TryOnJob(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     #: set when the broker accepted the message; NULL = committed but not yet published
     published_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: messages published for the current queued spell (API publish and reaper re-publishes);
+    #: the reaper backs off exponentially in it so a backlog does not duplicate its messages
+    publish_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
@@ -198,5 +201,8 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed
     last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: when the next delivery attempt is due (set whenever a retry is scheduled); the reaper
+    #: re-publishes a pending delivery overdue by more than a grace period (lost retry message)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
