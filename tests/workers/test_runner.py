@@ -7,7 +7,6 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tryon.config import Settings
 from tryon.errors import StorageUnavailableError
 from tryon.records import jobs
-from tryon.records.db import make_engine, make_session_factory
-from tryon.records.models import Base, Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
+from tryon.records.models import Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
 from tryon.storage import LocalStorage
 from tryon.webhooks import verify
 from workers.runner import (
@@ -39,19 +37,6 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, heartbeat_interval_s=0.1, stale_after_s=1.0,
                     max_retry_backoff_s=2.0, webhook_allow_insecure=True,
                     webhook_max_attempts=2, secret_key="whsec-test")
-
-
-@pytest.fixture
-def factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.resolved_database_url)
-    Base.metadata.create_all(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def storage(settings: Settings) -> LocalStorage:
-    return LocalStorage(settings.resolved_storage_root)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ and the shape-aware target mask (``params["mask"] == "shape"``, with the preview
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ from tryon.engines.anydoor import AnyDoorEngine
 from tryon.engines.base import RenderOutput, RenderRequest
 from tryon.engines.preview import PreviewEngine
 from tryon.images import encode_png
-from tryon.records.db import make_engine, make_session_factory
-from tryon.records.models import Base, Garment, Photo, TryOnResult
+from tryon.records.models import Garment, Photo, TryOnResult
 from tryon.storage import LocalStorage, derived_prefix, new_key
 from tryon.types import Box
 from workers.runner import JobRunner, build_render_inputs, shape_target_mask
@@ -36,19 +34,6 @@ from workers.runner import JobRunner, build_render_inputs, shape_target_mask
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, heartbeat_interval_s=0.5, stale_after_s=5.0,
                     max_retry_backoff_s=0.1)
-
-
-@pytest.fixture
-def factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.resolved_database_url)
-    Base.metadata.create_all(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def storage(settings: Settings) -> LocalStorage:
-    return LocalStorage(settings.resolved_storage_root)
 
 
 @pytest.fixture(scope="module")
