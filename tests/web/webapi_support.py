@@ -133,11 +133,11 @@ class Ctx:
             return j.id
 
 
-def make_ctx(tmp_path: Path, **overrides: Any) -> Ctx:
+def make_ctx(tmp_path: Path, database_url: str = "", **overrides: Any) -> Ctx:
     from web import create_app
 
     settings = Settings(data_dir=tmp_path, secret_key="test-secret", min_image_side=64,
-                        max_upload_bytes=2 * 1024 * 1024)
+                        max_upload_bytes=2 * 1024 * 1024, database_url=database_url)
     engine = make_engine(settings.resolved_database_url)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)

@@ -21,7 +21,7 @@ from tryon.errors import (
     NotFoundError,
     TooManyOpenJobsError,
 )
-from tryon.records.models import Garment, TryOnJob, TryOnResult
+from tryon.records.models import Account, Garment, TryOnJob, TryOnResult
 from tryon.types import Role
 from web.api.common import AUTH_DOC, aware, consumes, iso, paginate, png_responses
 from web.api.photos import own_photo, verdict_error
@@ -195,7 +195,10 @@ def create_tryon(body: dict[str, Any]) -> Any:
         validate_webhook_url(webhook_url, resolver=svc.webhook_resolver,
                              allow_http=svc.webhook_allow_http,
                              allow_private=svc.webhook_allow_private)
-    # 3. admission: a cap on open jobs per shopper
+    # 3. admission: a cap on open jobs per shopper. Lock the shopper's account row first so
+    # concurrent creates for one shopper count one after the other (PostgreSQL; SQLite
+    # serialises writers anyway and ignores FOR UPDATE).
+    session.execute(select(Account.id).where(Account.id == owner).with_for_update())
     open_jobs = session.scalar(
         select(func.count()).select_from(TryOnJob).where(
             TryOnJob.owner_id == owner, TryOnJob.status.in_(("queued", "running"))))
