@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from webapi_support import make_ctx
 
 from tryon.records.models import TryOnJob
-from webapi_support import make_ctx
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
