@@ -1,20 +1,32 @@
 """Prometheus metrics on the app's own registry (never the process-global default one, so
-several apps in one test process do not collide)."""
+several apps in one test process do not collide).
+
+Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory
+(``tryon serve`` and docker-compose do, and ``web/gunicorn_conf.py`` cleans up after dead
+workers): counters and histograms are then written to files there and every scrape, whichever
+worker answers, adds up all workers. Without it the request counters are per process.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: what a scrape reads: our registry, or all workers' files in multiprocess mode
+        self.exposition = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.exposition = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposition)
         self.requests = Counter(
             "tryon_http_requests_total", "HTTP requests", ["endpoint", "method", "status"],
             registry=self.registry,
@@ -57,6 +69,8 @@ class Metrics:
                 return []
 
         self.registry.register(_Jobs())
+        if self.exposition is not self.registry:
+            self.exposition.register(_Jobs())
 
     def install(self, app: Flask) -> None:
         @app.before_request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,8 +90,13 @@ def serve(host: str, port: int, concurrency: int, no_worker: bool) -> None:
     children: list[subprocess.Popen[bytes]] = []
     py = sys.executable
     api = [py, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
-           "--access-logfile", "-", "web.app:create_app()"]
-    children.append(subprocess.Popen(api, start_new_session=True))
+           "-c", "python:web.gunicorn_conf", "--access-logfile", "-", "web.app:create_app()"]
+    # two API workers: Prometheus counters go to shared files so /metrics adds both up
+    metrics_dir = settings.data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    api_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve())}
+    children.append(subprocess.Popen(api, start_new_session=True, env=api_env))
     if not no_worker:
         children.append(subprocess.Popen(
             [py, "-c", "from tryon.cli import main; main()", "worker", "--queues",

@@ -69,5 +69,5 @@ def readyz() -> Any:
 @roles(Role.OPS)
 def metrics() -> Response:
     """Prometheus metrics (ops keys only)."""
-    registry = current_app.extensions["tryon_metrics"].registry
+    registry = current_app.extensions["tryon_metrics"].exposition
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST.split(";")[0])
