@@ -88,6 +88,12 @@ class Settings:
     idempotency_ttl_s: int = 86_400
     shopper_key_ttl_s: int = 30 * 86_400
     webhook_max_attempts: int = 5
+    # retention (P-2): photos / results older than this many seconds are purged by the reaper
+    # (0 = keep forever, the default for backward compatibility; see docs/api.md for advice)
+    photo_ttl_s: int = 0
+    result_ttl_s: int = 0
+    #: the reaper runs the retention purge at most this often
+    purge_interval_s: float = 300.0
     # engine defaults
     default_engine: str = ""  # empty: anydoor when weights are configured, else preview
     default_steps: int = 50
@@ -144,6 +150,8 @@ class Settings:
             if not _is_whsec(value):
                 raise ConfigError("TRYON_WEBHOOK_SECRET must be whitespace-separated "
                                   "whsec_<base64> values (e.g. from `tryon keys webhook-secret`)")
+        if self.photo_ttl_s < 0 or self.result_ttl_s < 0:
+            raise ConfigError("TRYON_PHOTO_TTL_S and TRYON_RESULT_TTL_S must be >= 0 (0 = keep)")
         if self.min_image_side < 1 or self.max_image_side < self.min_image_side:
             raise ConfigError("image side limits are inconsistent")
 

@@ -95,9 +95,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     register_error_handlers(app)
 
     # 4. blueprints
-    from web.api import files, garments, health, ops, photos, tryons
+    from web.api import files, garments, health, me, ops, photos, tryons
 
-    for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp):
+    for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp, me.bp):
         app.register_blueprint(bp)
 
     def _job_stats() -> dict[str, Any] | None:

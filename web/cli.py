@@ -159,6 +159,31 @@ def accounts_create(name: str, role: str, url: str | None) -> None:
         fail(exc)
 
 
+@accounts.command("erase")
+@click.argument("account_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@url_option
+def accounts_erase(account_id: str, yes: bool, url: str | None) -> None:
+    """Erase the shopper ACCOUNT_ID (what `DELETE /v1/me` does): cancel their open try-ons,
+    delete their photos, results and try-ons (rows and objects), revoke their keys and close
+    the account. Safe to repeat (finishes an erasure interrupted by a storage outage)."""
+    from tryon.config import load_settings
+    from tryon.records.erasure import erase_account
+    from tryon.storage import make_storage
+
+    if not yes:
+        click.confirm(f"Erase account {account_id} and all its data?", abort=True)
+    try:
+        factory = _session_factory(url)
+        with factory() as session:
+            r = erase_account(session, make_storage(load_settings()), account_id)
+        click.echo(f"erased {r.account_id}: {r.photos} photos, {r.jobs} try-ons "
+                   f"({r.jobs_canceled} canceled), {r.results} results, {r.keys} keys, "
+                   f"{r.objects} objects")
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+
+
 @click.group()
 def keys() -> None:
     """API keys (stored hashed; the plaintext is printed once)."""

@@ -156,6 +156,9 @@ class TryOnOut(Schema):
     error = Nested(ErrorDetail, allow_none=True)
     timings = Dict()
     results = List(Nested(ResultOut))
+    results_expired = Boolean(metadata={
+        "description": "True when the job succeeded but its results were purged "
+                       "(TRYON_RESULT_TTL_S) or deleted with its photo."})
     created_at = String(allow_none=True, metadata={"format": "date-time"})
     started_at = String(allow_none=True, metadata={"format": "date-time"})
     finished_at = String(allow_none=True, metadata={"format": "date-time"})

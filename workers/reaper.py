@@ -12,12 +12,18 @@ places at once (the beat-scheduled task and ``tryon serve``'s loop).
 After a database outage every heartbeat looks stale, so the first pass after the reaper's own
 connection recovers is skipped: running workers get one interval to heartbeat again before
 anything is re-queued.
+
+Retention (P-2): when ``TRYON_PHOTO_TTL_S`` or ``TRYON_RESULT_TTL_S`` is set, a pass also runs
+:func:`tryon.records.retention.purge_expired` with the database clock, at most every
+``TRYON_PURGE_INTERVAL_S`` (it lists and deletes objects, so not every 10 s). A failing purge is
+logged and retried by a later pass; it never stops the job recovery above.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tryon.config import Settings
 from tryon.records import jobs
 from tryon.records.db import session_scope
+from tryon.records.retention import PurgeReport, purge_expired
+from tryon.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,8 @@ class ReaperPass:
     webhooks: int = 0
     skipped: bool = False
     error: str | None = None
+    #: what the retention purge removed, when it ran in this pass
+    purge: PurgeReport | None = None
 
 
 class Reaper:
@@ -50,12 +60,18 @@ class Reaper:
         factory: sessionmaker[Session],
         publish_job: Callable[[str, str], None],
         publish_webhooks: Callable[[Iterable[str]], None] | None = None,
+        *,
+        storage: Storage | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.publish_job = publish_job
         self.publish_webhooks = publish_webhooks
         self._db_was_down = False
+        self._storage = storage  # built from the settings on the first purge when None
+        self._monotonic = monotonic
+        self._last_purge: float | None = None
 
     def run_once(self) -> ReaperPass:
         s = self.settings
@@ -90,7 +106,27 @@ class Reaper:
                 self.publish_webhooks(webhook_ids)
             except Exception as exc:  # noqa: BLE001
                 log.warning("reaper: webhook publish failed: %s", exc)
-        return ReaperPass(report, published, len(webhook_ids))
+        return ReaperPass(report, published, len(webhook_ids), purge=self._maybe_purge())
+
+    def _maybe_purge(self) -> PurgeReport | None:
+        s = self.settings
+        if s.photo_ttl_s <= 0 and s.result_ttl_s <= 0:
+            return None
+        t = self._monotonic()
+        if self._last_purge is not None and t - self._last_purge < s.purge_interval_s:
+            return None
+        self._last_purge = t
+        try:
+            if self._storage is None:
+                from tryon.storage import make_storage
+
+                self._storage = make_storage(s)
+            with self.factory() as session:
+                return purge_expired(session, self._storage, photo_ttl_s=s.photo_ttl_s,
+                                     result_ttl_s=s.result_ttl_s, now=jobs.db_now(session))
+        except Exception as exc:  # noqa: BLE001 - DB or storage down: a later pass retries
+            log.warning("reaper: retention purge failed: %s", exc)
+            return None
 
     def _hand_back(self, job_ids: list[str], claimed_at: datetime) -> None:
         """Mark jobs whose re-publish failed as unpublished again (best effort: if the DB is

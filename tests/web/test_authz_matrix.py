@@ -88,6 +88,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
     ("tryons.cancel_tryon", "POST"): (
         "owner:shopper", lambda c, w, o: (f"/v1/tryons/{o['queued']}/cancel", {"method": "POST"})),
     ("tryons.get_result", "GET"): ("owner:shopper", _get("/v1/tryons/{job}/results/0")),
+    ("me.erase_me", "DELETE"): (
+        "role:shopper", lambda c, w, o: ("/v1/me", {"method": "DELETE"})),
     ("ops.queues", "GET"): ("role:ops", _get("/v1/ops/queues")),
     ("ops.workers", "GET"): ("role:ops", _get("/v1/ops/workers")),
     ("ops.jobs", "GET"): ("role:ops", _get("/v1/ops/jobs?status=failed")),

@@ -64,7 +64,7 @@ def job_dict(job: TryOnJob, results: list[TryOnResult] | None = None) -> dict[st
         "engine": job.engine, "queue": job.queue, "photo_id": job.photo_id,
         "garment_id": job.garment_id, "params": dict(job.params or {}),
         "attempt": job.attempt, "max_attempts": job.max_attempts, "error": error,
-        "timings": dict(job.timings or {}), "results": [],
+        "timings": dict(job.timings or {}), "results": [], "results_expired": False,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
     }
@@ -72,6 +72,9 @@ def job_dict(job: TryOnJob, results: list[TryOnResult] | None = None) -> dict[st
         rows = results if results is not None else list(db_session().scalars(
             select(TryOnResult).where(TryOnResult.job_id == job.id).order_by(TryOnResult.index)))
         out["results"] = [result_dict(job, r) for r in rows]
+        # a succeeded job always recorded results; none left means retention (or the
+        # photo's deletion) removed them
+        out["results_expired"] = not rows
     return out
 
 
