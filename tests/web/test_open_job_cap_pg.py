@@ -4,34 +4,13 @@ is locked while the open jobs are counted)."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 from webapi_support import make_ctx
 
 from tryon.records.models import TryOnJob
-
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:  # pragma: no cover - CI starts PostgreSQL
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    name = f"tryon_cap_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_concurrent_creates_never_exceed_the_open_job_cap(tmp_path: Path, pg_url: str) -> None:
