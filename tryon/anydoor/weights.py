@@ -571,12 +571,16 @@ def _sha256(path: Path) -> str:
 
 
 def weights_checksum(directory: str | os.PathLike[str]) -> str:
-    """sha256 over every ``*.safetensors`` file of a saved directory (names and contents).
+    """sha256 over every ``*.safetensors`` file of a saved directory (names and contents), or
+    the plain sha256 of a single checkpoint file (the released ``.ckpt``/``.safetensors``).
 
-    For reproducibility records. Per-file digests are cached in ``weights_checksum.json``
-    keyed by size and mtime, so repeated calls on multi-GB weights cost a stat per file.
+    For reproducibility records. Per-file digests of a directory are cached in
+    ``weights_checksum.json`` keyed by size and mtime, so repeated calls on multi-GB weights
+    cost a stat per file; a single file is hashed in full on every call.
     """
     directory = Path(directory)
+    if directory.is_file():
+        return _sha256(directory)
     files = _safetensors_files(directory)
     if not files:
         raise WeightsNotFoundError(f"No .safetensors files under {directory}.")

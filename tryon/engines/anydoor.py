@@ -70,14 +70,6 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def garment_fingerprint(garment: NDArray[np.uint8], mask: NDArray[Any]) -> str:
     """sha256 hex of a garment's pixels and mask: uint8 ``(H, W, 3)`` RGB and ``(H, W)`` mask
     (any dtype; nonzero = garment). Shapes are hashed too, so a reshaped buffer differs."""
@@ -239,8 +231,7 @@ class AnyDoorEngine:
             self._components = load_weights(
                 s.weights, dinov2_path=s.dinov2_weights or None, dtype=self._dtype, device="cpu"
             )
-            path = Path(s.weights)
-            self._checksum = weights_checksum(path) if path.is_dir() else _file_sha256(path)
+            self._checksum = weights_checksum(s.weights)
         self._pipeline = AnyDoorPipeline(
             self._components,
             device=self._device,

@@ -529,3 +529,9 @@ def test_fetch_turns_connection_errors_into_weights_error(
         W.fetch(tmp_path, revision="abc")
     assert calls and calls[0]["repo_type"] == "space" and calls[0]["repo_id"] == W.OFFICIAL_REPO_ID
     assert calls[0]["revision"] == "abc"
+
+
+def test_checksum_of_a_single_checkpoint_file_is_its_sha256(tmp_path: Path) -> None:
+    ckpt = tmp_path / "epoch=1-step=8687.ckpt"
+    ckpt.write_bytes(b"not really a checkpoint" * 1000)
+    assert W.weights_checksum(ckpt) == hashlib.sha256(ckpt.read_bytes()).hexdigest()
