@@ -196,17 +196,6 @@ def shape_target_mask(
     return target_mask(box, size, person_mask=person_mask)
 
 
-def build_render_request(
-    photo: Photo,
-    garment: Garment,
-    params: dict[str, Any],
-    seeds: Sequence[int],
-    get: Callable[[str], bytes],
-) -> RenderRequest:
-    """``build_render_inputs(...).request`` (see :func:`build_render_inputs`)."""
-    return build_render_inputs(photo, garment, params, seeds, get).request
-
-
 def build_render_inputs(
     photo: Photo,
     garment: Garment,
@@ -219,8 +208,7 @@ def build_render_inputs(
     ``params`` keys (all optional): ``category`` (default: the garment's), ``box``
     ``[x1, y1, x2, y2]`` overriding the stored placement, ``steps``, ``guidance``,
     ``control_strength``, ``num_samples``, ``mask`` (``"box"``, the default, or ``"shape"``:
-    box ∩ the photo's stored person mask, dilated; ``shape_aware: true`` is read as
-    ``"shape"``). ``get`` reads a storage key.
+    box ∩ the photo's stored person mask, dilated). ``get`` reads a storage key.
 
     Raises :class:`InvalidInputError` (code ``no_placement``) when the photo has no placement for
     the category and no box was given.
@@ -244,7 +232,7 @@ def build_render_inputs(
     target = np.zeros((h, w), dtype=bool)
     target[box.y1:box.y2, box.x1:box.x2] = True
     mask_used = "box"
-    wants_shape = params.get("mask") == "shape" or bool(params.get("shape_aware"))
+    wants_shape = params.get("mask") == "shape"
     person_mask_key = photo.person_mask_key
     if wants_shape and person_mask_key:
         from tryon.storage import ObjectNotFoundError

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
 from tryon.records import jobs
-from tryon.records.db import make_engine, make_session_factory
-from tryon.records.models import Base, TryOnJob, WebhookDelivery
+from tryon.records.models import TryOnJob, WebhookDelivery
 from tryon.storage import LocalStorage
 from workers.reaper import Reaper
 
@@ -28,14 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, heartbeat_interval_s=0.1, stale_after_s=1.0,
                     republish_after_s=30.0, max_retry_backoff_s=2.0, secret_key="whsec-test")
-
-
-@pytest.fixture
-def factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.resolved_database_url)
-    Base.metadata.create_all(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
