@@ -220,6 +220,11 @@ _TRANSIENT_S3_CODES = {
 }
 
 
+def _is_missing(exc: Any) -> bool:
+    """A botocore ClientError that means "no such object" (GET says NoSuchKey, HEAD says 404)."""
+    return exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}
+
+
 class S3Storage:
     """An S3-compatible bucket (AWS, MinIO, Ceph). Keys live under an optional ``prefix``.
 
@@ -293,7 +298,7 @@ class S3Storage:
             data: bytes = obj["Body"].read()
             return data
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            if _is_missing(exc):
                 raise ObjectNotFoundError(key) from None
             raise self._wrap(exc, f"get {key}") from exc
         except Exception as exc:
@@ -307,7 +312,7 @@ class S3Storage:
             self.client.head_object(Bucket=self.bucket, Key=full)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            if _is_missing(exc):
                 return False
             raise self._wrap(exc, f"head {key}") from exc
         except Exception as exc:
