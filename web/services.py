@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app, g
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
@@ -50,5 +51,9 @@ def close_session(_exc: BaseException | None = None) -> None:
     if session is not None:
         try:
             session.rollback()  # anything the view did not commit is dropped
+        except SQLAlchemyError as exc:
+            # the database went away under this request (its answer is already made): the
+            # connection is invalidated and the pool reconnects; a teardown must not raise
+            log.warning("session rollback at teardown failed: %s", exc.__class__.__name__)
         finally:
             session.close()
