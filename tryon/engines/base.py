@@ -53,6 +53,9 @@ class RenderRequest:
     params: RenderParams = field(default_factory=RenderParams)
     #: pose landmarks (33, 4) [x_px, y_px, z, visibility] when known (the preview engine fits to them)
     landmarks: NDArray[np.float32] | None = None
+    #: True when the caller gave the box explicitly: it is authoritative and engines must not
+    #: re-fit the garment to the landmarks (which may still be passed along for masks/shading)
+    explicit_box: bool = False
     #: where an engine may keep derived data of this garment (ignored by engines without any)
     reference_cache: ReferenceCache | None = None
 

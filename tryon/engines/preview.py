@@ -7,15 +7,15 @@ bit-exact.
 
 How the request chooses the fit:
 
-* ``request.landmarks`` given (a pose was estimated): the garment is fitted to the landmarks the
+* ``request.explicit_box`` false and ``request.landmarks`` given (a pose was estimated): the garment is fitted to the landmarks the
   category needs. Tops, outerwear and dresses need both shoulders; bottoms need both hips. If
   those are missing, outside the image or below visibility 0.5 the render fails with
   :class:`~tryon.errors.PoseNotUsableError`. The garment's length always follows
   ``request.box`` (the placement rule already sized it from the pose and the garment length).
-* ``request.landmarks is None``: the box is authoritative (the caller gave an explicit box, or
-  has no pose); the garment's mask bounding box is stretched onto ``request.box``.
+* ``request.explicit_box`` true, or no landmarks: the box is authoritative; the garment's mask
+  bounding box is stretched onto ``request.box``.
 
-This is the only place that decides "explicit box": callers signal it by passing no landmarks.
+Callers say "explicit box" with the request's flag, never by dropping the landmarks.
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ class PreviewEngine:
         stage_done(1)
 
         # 2. Fit
-        if request.landmarks is not None:
+        if request.landmarks is not None and not request.explicit_box:
             fit = fit_to_landmarks(
                 category, np.asarray(request.landmarks, dtype=np.float32), request.box,
                 request.garment_mask, (w, h),
