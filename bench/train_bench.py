@@ -26,7 +26,7 @@ import torch
 
 from tryon.anydoor.config import AnyDoorConfig
 from tryon.anydoor.models import build_components, randomize_parameters
-from tryon.anydoor.training import loop as L
+from tryon.anydoor.training import objective as L
 
 
 def random_batch(config: AnyDoorConfig, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -12,8 +12,12 @@ from tests.tryon.anydoor.training.synthetic import PairsWithATS, make_pairs
 from tryon.anydoor.config import AnyDoorConfig
 from tryon.anydoor.models import AnyDoorComponents
 from tryon.anydoor.training import loop as L
+from tryon.anydoor.training import objective as O
+from tryon.anydoor.training.batches import collate_training
+from tryon.anydoor.training.checkpoints import TRAINABLE_FILENAME
 from tryon.anydoor.training.init import init_tiny_random
 from tryon.anydoor.training.trainconfig import TrainConfig
+from tryon.anydoor.training.validation import render_samples
 
 CFG = AnyDoorConfig.tiny()
 CPU = torch.device("cpu")
@@ -30,12 +34,12 @@ def run_config(out: Path, **train: Any) -> TrainConfig:
 
 def probe_loss(components: AnyDoorComponents, pairs: list[dict[str, Any]]) -> float:
     """Mean eps-MSE over fixed (noise, t) probes: 8 timesteps spread over [0, 1000) per pair."""
-    den = L.Denoiser(components)
+    den = O.Denoiser(components)
     try:
-        batch = L.collate_training([{**p, "timestep": 0} for p in pairs for _ in range(8)])
+        batch = collate_training([{**p, "timestep": 0} for p in pairs for _ in range(8)])
         batch["time_steps"] = (torch.arange(len(pairs) * 8) * 997 // (len(pairs) * 8)) + 1
         with torch.no_grad():
-            loss = L.denoising_loss(den, components, batch, L.noise_schedule(CFG),
+            loss = O.denoising_loss(den, components, batch, O.noise_schedule(CFG),
                                     torch.Generator().manual_seed(123), device=CPU,
                                     sample_posterior=False)
     finally:
@@ -45,8 +49,8 @@ def probe_loss(components: AnyDoorComponents, pairs: list[dict[str, Any]]) -> fl
 
 def sample_error(components: AnyDoorComponents, pairs: list[dict[str, Any]]) -> float:
     """MSE between DDIM samples (20 steps, no guidance) and the targets' latents."""
-    batch = L.collate_training([{**p, "timestep": 0} for p in pairs])
-    _, latents = L.render_samples(components, batch, device=CPU, num_inference_steps=20,
+    batch = collate_training([{**p, "timestep": 0} for p in pairs])
+    _, latents = render_samples(components, batch, device=CPU, num_inference_steps=20,
                                   guidance_scale=1.0, seed=1)
     with torch.no_grad():
         target = components.vae.encode(batch["jpg"]).latent_dist.mode() * CFG.vae_scaling_factor
@@ -112,8 +116,8 @@ def test_trainable_parts_change_and_frozen_parts_are_bit_identical(overfit: dict
 
 def test_unet_encoder_gets_no_gradient_path() -> None:
     components = init_tiny_random(CFG, seed=0)
-    L.configure_trainable(components)
-    den = L.Denoiser(components)
+    O.configure_trainable(components)
+    den = O.Denoiser(components)
     seen: dict[str, bool] = {}
     hooks = [
         components.unet.down_blocks[0].register_forward_hook(
@@ -161,7 +165,7 @@ def test_checkpoint_holds_only_trainable_tensors(tmp_path: Path) -> None:
     result = L.train(run_config(tmp_path, steps=1, batch_size=2), components=components,
                      dataset=PairsWithATS(make_pairs(CFG, 2)))
     assert result.checkpoint is not None
-    stored = load_file(str(result.checkpoint / L.TRAINABLE_FILENAME))
+    stored = load_file(str(result.checkpoint / TRAINABLE_FILENAME))
     assert any(k.startswith("projector.") for k in stored)
     assert any(k.startswith("unet.up_blocks.") for k in stored)
     assert not any(k.startswith(("unet.down_blocks.", "unet.mid_block.", "controlnet.conv_in."))
