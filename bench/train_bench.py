@@ -1,7 +1,7 @@
 """AnyDoor training throughput: optimiser steps per second and peak memory.
 
-Runs the training loop's own pieces (:func:`~tryon.anydoor.training.loop.configure_trainable`,
-:class:`~tryon.anydoor.training.loop.Denoiser`, :func:`~tryon.anydoor.training.loop.denoising_loss`,
+Runs the training loop's own pieces (:func:`~tryon.anydoor.training.objective.configure_trainable`,
+:class:`~tryon.anydoor.training.objective.Denoiser`, :func:`~tryon.anydoor.training.objective.denoising_loss`,
 AdamW over the trainable parameters) on a random model and random batches; nothing is written.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_bench.py                # tiny, CPU, batch 1
