@@ -308,7 +308,11 @@ def train(
     # 2. Model
     components, denoiser, params = _prepare_model(config, components, device)
     # 3. Data (sized from the model, checked before the first step)
-    dataset = _prepare_data(config, components.config, dataset, accelerator.num_processes)
+    try:
+        dataset = _prepare_data(config, components.config, dataset, accelerator.num_processes)
+    except BaseException:
+        denoiser.remove_hooks()  # leave the caller's components as they came
+        raise
     sampler = EpochShuffleSampler(len(dataset), seed=config.seed)  # type: ignore[arg-type]
     loader = DataLoader(
         dataset, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate_training,
