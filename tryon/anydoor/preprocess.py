@@ -33,7 +33,6 @@ because the fallback would send the whole picture to the model.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,8 +56,6 @@ from tryon.anydoor.geometry import (
     square_box,
 )
 from tryon.errors import InvalidInputError, InvalidMaskError
-
-logger = logging.getLogger(__name__)
 
 PREPROCESS_VERSION: str = "anydoor-pre-1"
 
