@@ -129,17 +129,55 @@ def make_person() -> NDArray[np.uint8]:
     return np.asarray(img, dtype=np.uint8)
 
 
+#: real people: (output file, frame of Sports2D's ``Demo/demo.mp4``, crop x1, y1, x2, y2 in the
+#: 1768x994 frame); each crop holds one person, head to feet, and is scaled to 768 px high
+SPORTS2D_PEOPLE: tuple[tuple[str, int, tuple[int, int, int, int]], ...] = (
+    ("person_sports2d_man.jpg", 80, (465, 40, 805, 520)),
+    ("person_sports2d_woman.jpg", 75, (1080, 470, 1450, 994)),
+)
+PERSON_HEIGHT = 768
+
+
+def make_sports2d_people(video: Path) -> dict[str, NDArray[np.uint8]]:
+    """Crops of two people from the Sports2D demo video (BSD-3-Clause; see SOURCES.md)."""
+    wanted = {frame: (name, box) for name, frame, box in SPORTS2D_PEOPLE}
+    cap = cv2.VideoCapture(str(video))
+    out: dict[str, NDArray[np.uint8]] = {}
+    index = 0
+    while len(out) < len(wanted):
+        ok, frame = cap.read()
+        if not ok:
+            raise SystemExit(f"{video}: ended before frame {max(wanted)}")
+        if index in wanted:
+            name, (x1, y1, x2, y2) = wanted[index]
+            crop = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)
+            scale = PERSON_HEIGHT / crop.shape[0]
+            size = (round(crop.shape[1] * scale), PERSON_HEIGHT)
+            out[name] = np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC))
+        index += 1
+    cap.release()
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("tryon/assets"))
+    parser.add_argument("--sports2d-video", type=Path, default=None,
+                        help="Sports2D/Demo/demo.mp4 from the sports2d wheel (pip download "
+                             "--no-deps sports2d==0.8.34); without it the photos are kept")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     files = {"person_astronaut.png": make_person()}
     files.update({name: make_garment(name) for name in GARMENTS})
+    if args.sports2d_video is not None:
+        files.update(make_sports2d_people(args.sports2d_video))
     for name, arr in files.items():
         path = args.out / name
-        Image.fromarray(arr).save(path, format="PNG", optimize=True)
+        if name.endswith(".jpg"):
+            Image.fromarray(arr).save(path, format="JPEG", quality=90, optimize=True)
+        else:
+            Image.fromarray(arr).save(path, format="PNG", optimize=True)
         log.info("wrote %s (%d KB)", path, path.stat().st_size // 1024)
 
 
