@@ -1,0 +1,305 @@
+"""Where each garment keypoint goes on the body: pairs of (garment point, photo point).
+
+The photo points come from the pose landmarks (MediaPipe's 33, pixels) and the placement box:
+the neckline to the base of the neck, the shoulder corners just outside the shoulder joints,
+each sleeve along its arm (shoulder, elbow, wrist) for the sleeve's own length, the hem to the
+box's bottom edge; trousers' waistband to the box's top edge over the hips, each leg down its
+hip, knee and ankle. Widths keep the garment's proportions, scaled so its shoulders (waistband)
+match the body's, never narrower than the body. A :class:`FitVariation` (drawn from a sample's
+seed) loosens or tightens the fit and moves the hem a little: samples differ the way two sizes do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tryon.engines.preview.garment import BottomKeypoints, Sleeve, TopKeypoints
+from tryon.errors import PoseNotUsableError
+from tryon.types import Box
+from tryon.vision.pose import LANDMARK_NAMES
+
+L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 11, 12, 13, 14, 15, 16
+L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 23, 24, 25, 26, 27, 28
+MIN_VISIBILITY = 0.5
+
+#: the garment's shoulder corner sits this many shoulder widths outside the joint, this many above
+SHOULDER_REACH, SHOULDER_LIFT = 0.16, 0.10
+#: the neckline's centre sits this many shoulder widths above the shoulder line
+NECK_LIFT = 0.02
+#: armpits: this far down the torso (shoulder line to hip line)
+ARMPIT_DOWN = 0.28
+#: the body is this many hip-joint distances wide at the hips (pelvis and seat)
+HIP_BODY_WIDTH = 1.9
+#: the waistband centre sits above the hip joints by this share of the thigh
+WAIST_LIFT = 0.25
+#: an arm with a hidden elbow hangs this far (radians) outwards from straight down
+DEFAULT_ARM_ANGLE = 0.2
+#: a sleeve's or a leg opening's half width is at least this share of the shoulder / hip width
+MIN_SLEEVE_HALF, MIN_LEG_HALF = 0.11, 0.22
+
+Pairs = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+
+@dataclass(frozen=True)
+class FitVariation:
+    """``ease``: width factor (1.0 = true to size); ``length``: hem shift as a share of the
+    garment's length on the body; ``sleeve``: sleeve length factor."""
+
+    ease: float = 1.0
+    length: float = 0.0
+    sleeve: float = 1.0
+
+    @classmethod
+    def from_seed(cls, seed: int) -> FitVariation:
+        rng = np.random.default_rng(seed)
+        return cls(ease=float(rng.uniform(0.96, 1.08)), length=float(rng.uniform(-0.04, 0.04)),
+                   sleeve=float(rng.uniform(0.92, 1.08)))
+
+
+class Body:
+    """Landmarks of one photo, with sides ordered by image x (``a`` = image left)."""
+
+    def __init__(self, landmarks: NDArray[np.float32], size: tuple[int, int]) -> None:
+        self.lm = np.asarray(landmarks, dtype=np.float64)
+        self.size = size
+
+    def visible(self, idx: int) -> bool:
+        x, y, _, vis = self.lm[idx]
+        w, h = self.size
+        return vis >= MIN_VISIBILITY and 0.0 <= x < w and 0.0 <= y < h
+
+    def pt(self, idx: int) -> NDArray[np.float64]:
+        return self.lm[idx, :2].copy()
+
+    def require(self, indices: tuple[int, ...], what: str) -> None:
+        missing = [i for i in indices if not self.visible(i)]
+        if missing:
+            raise PoseNotUsableError(
+                f"The {what} are not clearly visible in the photo: stand facing the camera with "
+                f"your {what} in view, or give an explicit box.",
+                missing=[LANDMARK_NAMES[i] for i in missing],
+            )
+
+    def sides(self, left: int, right: int) -> tuple[int, int]:
+        """(image-left index, image-right index) of a pair, e.g. the shoulders; a photo from
+        behind must not mirror the garment."""
+        return (left, right) if self.lm[left, 0] <= self.lm[right, 0] else (right, left)
+
+
+def _unit(v: NDArray[np.float64]) -> NDArray[np.float64]:
+    return v / max(float(np.hypot(*v)), 1e-6)
+
+
+def along_polyline(points: list[NDArray[np.float64]], length: float) -> tuple[
+        NDArray[np.float64], NDArray[np.float64]]:
+    """The point ``length`` pixels along ``points`` (extrapolating the last segment) and the
+    direction there."""
+    for p, q in zip(points, points[1:], strict=False):
+        seg = float(np.hypot(*(q - p)))
+        if length <= seg or q is points[-1]:
+            d = _unit(q - p)
+            return p + d * length, d
+        length -= seg
+    raise AssertionError("polyline needs two points")
+
+
+def _sleeve_pairs(sleeve: Sleeve, body: Body, shoulder_idx: int, elbow_idx: int, wrist_idx: int,
+                  anchor: NDArray[np.float64], outward: float, scale: float, sw: float,
+                  var: FitVariation) -> list[tuple[tuple[float, float], NDArray[np.float64]]]:
+    """Sleeve keypoints along the arm: the cuff at the sleeve's own (scaled) length."""
+    chain = [anchor]
+    if body.visible(elbow_idx):
+        chain.append(body.pt(elbow_idx))
+        if body.visible(wrist_idx):
+            chain.append(body.pt(wrist_idx))
+    else:
+        a = DEFAULT_ARM_ANGLE * outward
+        chain.append(anchor + np.array([np.sin(a), np.cos(a)]) * sw)
+    length = sleeve.length * scale * var.sleeve
+    cuff, d = along_polyline(chain, length)
+    perp = np.array([-d[1], d[0]])
+    half = max(sleeve.cuff_half_width * scale * var.ease, MIN_SLEEVE_HALF * sw)
+    # cuff_a is the end on the sleeve's upper (outer) side
+    outer = perp if np.dot(perp, [outward, 0.0]) > 0 else -perp
+    mid, mid_d = along_polyline(chain, 0.5 * length)
+    mid_perp = np.array([-mid_d[1], mid_d[0]])
+    mid_outer = mid_perp if np.dot(mid_perp, [outward, 0.0]) > 0 else -mid_perp
+    root = (0.5 * (sleeve.shoulder[0] + sleeve.armpit[0]), 0.5 * (sleeve.shoulder[1] + sleeve.armpit[1]))
+    g_mid = (0.5 * (sleeve.cuff[0] + root[0]), 0.5 * (sleeve.cuff[1] + root[1]))
+    del mid_outer
+    return [
+        (sleeve.cuff, cuff),
+        (sleeve.cuff_a, cuff + outer * half),
+        (sleeve.cuff_b, cuff - outer * half),
+        (g_mid, mid),
+    ]
+
+
+def top_pairs(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
+              size: tuple[int, int], var: FitVariation, *, dress: bool) -> Pairs:
+    """Correspondences for a top or a dress (garment points, photo points), float64 (N, 2)."""
+    body = Body(landmarks, size)
+    body.require((L_SHOULDER, R_SHOULDER), "shoulders")
+    sa, sb = body.sides(L_SHOULDER, R_SHOULDER)
+    pa, pb = body.pt(sa), body.pt(sb)
+    sw = float(np.hypot(*(pb - pa)))
+    if sw < 4.0:
+        raise PoseNotUsableError("The body is too small or seen side-on in the photo.")
+    u = (pb - pa) / sw
+    n = np.array([-u[1], u[0]])  # down the body
+    if n[1] < 0:
+        n = -n
+    mid_s = (pa + pb) / 2.0
+    hips_seen = body.visible(L_HIP) and body.visible(R_HIP)
+    if hips_seen:
+        ha, hb = body.sides(L_HIP, R_HIP)
+        mid_h = (body.pt(ha) + body.pt(hb)) / 2.0
+        hip_w = float(np.hypot(*(body.pt(hb) - body.pt(ha))))
+    else:
+        mid_h = mid_s + n * 1.4 * sw
+        hip_w = 0.75 * sw
+    axis = _unit(mid_h - mid_s)
+    torso = float(np.hypot(*(mid_h - mid_s)))
+    # garment scale: its shoulder corners onto points just outside the joints
+    top_a = pa - u * SHOULDER_REACH * sw * var.ease - n * SHOULDER_LIFT * sw
+    top_b = pb + u * SHOULDER_REACH * sw * var.ease - n * SHOULDER_LIFT * sw
+    scale = float(np.hypot(*(top_b - top_a))) / max(kp.shoulder_width, 1.0)
+    gcx = (kp.torso[0] + kp.torso[1]) / 2.0
+
+    def across(g_x: float, at: NDArray[np.float64], min_half: float) -> NDArray[np.float64]:
+        """The photo point level with ``at`` whose offset from the axis is the garment's."""
+        off = (g_x - gcx) * scale * var.ease
+        if abs(off) < min_half:
+            off = np.copysign(min_half, off)
+        return at + u * off
+
+    src: list[tuple[float, float]] = []
+    dst: list[NDArray[np.float64]] = []
+
+    def pair(g: tuple[float, float], p: NDArray[np.float64]) -> None:
+        src.append((float(g[0]), float(g[1])))
+        dst.append(np.asarray(p, dtype=np.float64))
+
+    neck = mid_s - n * NECK_LIFT * sw
+    pair(kp.neck, neck)
+    pair(kp.shoulders[0], top_a)
+    pair(kp.shoulders[1], top_b)
+    body_half_hip = 0.5 * HIP_BODY_WIDTH * hip_w
+    arm_y = mid_s + axis * ARMPIT_DOWN * torso
+    pair(kp.armpits[0], across(kp.armpits[0][0], arm_y, 0.5 * sw))
+    pair(kp.armpits[1], across(kp.armpits[1][0], arm_y, 0.5 * sw))
+    # the hem: on the box's bottom edge, below the torso axis
+    hem_y = float(box.y2)
+    reach = (hem_y - mid_s[1]) / max(axis[1], 0.2)
+    reach *= 1.0 + var.length
+    hem_c = mid_s + axis * reach
+    if kp.waist is not None:
+        waist_at = mid_s + axis * 0.75 * torso
+        for g in kp.waist:
+            pair(g, across(g[0], waist_at, 0.5 * 0.95 * HIP_BODY_WIDTH * hip_w))
+    else:
+        g_len = max(kp.hem[0][1] - kp.neck[1], 1.0)
+        for frac in (0.5,):
+            gy = kp.neck[1] + frac * g_len
+            at = mid_s + axis * frac * reach
+            pair((kp.torso[0], gy), across(kp.torso[0], at, body_half_hip))
+            pair((kp.torso[1], gy), across(kp.torso[1], at, body_half_hip))
+    pair(kp.hem[0], across(kp.hem[0][0], hem_c, body_half_hip * 1.02))
+    pair(kp.hem[1], across(kp.hem[1][0], hem_c, body_half_hip * 1.02))
+    pair(((kp.hem[0][0] + kp.hem[1][0]) / 2.0, kp.hem[0][1]), hem_c)
+    # sleeves along the arms (image-left sleeve on the image-left arm)
+    arms = {sa: (L_ELBOW, L_WRIST) if sa == L_SHOULDER else (R_ELBOW, R_WRIST),
+            sb: (L_ELBOW, L_WRIST) if sb == L_SHOULDER else (R_ELBOW, R_WRIST)}
+    for sleeve, s_idx, anchor, outward in ((kp.sleeves[0], sa, top_a, -1.0),
+                                          (kp.sleeves[1], sb, top_b, 1.0)):
+        if sleeve is None:
+            continue
+        elbow, wrist = arms[s_idx]
+        # the arm starts at the joint: pull the anchor back in so the sleeve hangs from it
+        start = body.pt(s_idx) - n * SHOULDER_LIFT * sw * 0.5
+        for g, p in _sleeve_pairs(sleeve, body, s_idx, elbow, wrist, start, outward,
+                                  scale, sw, var):
+            pair(g, p)
+    del dress
+    return np.array(src, dtype=np.float64), np.array(dst, dtype=np.float64)
+
+
+def bottom_pairs(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
+                 size: tuple[int, int], var: FitVariation) -> Pairs:
+    """Correspondences for trousers or a skirt (garment points, photo points)."""
+    body = Body(landmarks, size)
+    body.require((L_HIP, R_HIP), "hips")
+    ha, hb = body.sides(L_HIP, R_HIP)
+    pa, pb = body.pt(ha), body.pt(hb)
+    hw = float(np.hypot(*(pb - pa)))
+    if hw < 3.0:
+        raise PoseNotUsableError("The body is too small or seen side-on in the photo.")
+    u = (pb - pa) / hw
+    n = np.array([-u[1], u[0]])
+    if n[1] < 0:
+        n = -n
+    knees = {L_HIP: (L_KNEE, L_ANKLE), R_HIP: (R_KNEE, R_ANKLE)}
+    mid_h = (pa + pb) / 2.0
+    body_half = 0.5 * HIP_BODY_WIDTH * hw * var.ease
+    waist_c = mid_h - n * max(mid_h[1] - float(box.y1), 0.0) / max(n[1], 0.2)
+    scale = 2.0 * body_half / max(kp.waist_width, 1.0)
+    src: list[tuple[float, float]] = []
+    dst: list[NDArray[np.float64]] = []
+
+    def pair(g: tuple[float, float], p: NDArray[np.float64]) -> None:
+        src.append((float(g[0]), float(g[1])))
+        dst.append(np.asarray(p, dtype=np.float64))
+
+    pair(kp.waist[0], waist_c - u * body_half)
+    pair(kp.waist[1], waist_c + u * body_half)
+    bottom = float(box.y2) * (1.0 + var.length * 0.3)
+    if kp.legs is None or kp.crotch is None:
+        # a skirt: a tube from the waist to the hem, widths in the garment's proportions
+        gcx = (kp.waist[0][0] + kp.waist[1][0]) / 2.0
+        hem_c = waist_c + n * (bottom - waist_c[1]) / max(n[1], 0.2)
+        for g in kp.hem:
+            pair(g, hem_c + u * (g[0] - gcx) * scale)
+        return np.array(src, dtype=np.float64), np.array(dst, dtype=np.float64)
+    g_waist_y = kp.waist[0][1]
+    crotch_frac = (kp.crotch[1] - g_waist_y) / max(kp.legs[0][0][1] - g_waist_y, 1.0)
+    for leg, hip_idx, side in ((kp.legs[0], ha, -1.0), (kp.legs[1], hb, 1.0)):
+        knee_idx, ankle_idx = knees[hip_idx]
+        hip = body.pt(hip_idx)
+        chain = [hip]
+        if body.visible(knee_idx):
+            chain.append(body.pt(knee_idx))
+            if body.visible(ankle_idx):
+                chain.append(body.pt(ankle_idx))
+        else:
+            chain.append(hip + n * 2.0 * hw)
+        # walk down the leg until the box's bottom edge
+        total = 0.0
+        for p, q in zip(chain, chain[1:], strict=False):
+            total += float(np.hypot(*(q - p)))
+        drop = bottom - hip[1]
+        last_dir = _unit(chain[-1] - chain[-2])
+        length = total + (drop - (chain[-1][1] - hip[1])) / max(last_dir[1], 0.2)
+        if chain[-1][1] > bottom:  # the box ends above the last joint
+            length = total * drop / max(chain[-1][1] - hip[1], 1.0)
+        end, d = along_polyline(chain, max(length, 1.0))
+        perp = np.array([-d[1], d[0]])
+        out_dir = perp if np.dot(perp, u * side) > 0 else -perp
+        outer, inner = leg
+        half = max(0.5 * abs(outer[0] - inner[0]) * scale, MIN_LEG_HALF * hw)
+        pair(outer, end + out_dir * half)
+        pair(inner, end - out_dir * half)
+        # the knee: halfway between crotch and opening, on the leg's axis
+        g_knee = (0.5 * (0.5 * (outer[0] + inner[0]) + 0.5 * (kp.hips[0 if side < 0 else 1][0]
+                                                                 + kp.crotch[0])),
+                  0.5 * (outer[1] + kp.crotch[1]))
+        knee_p, _ = along_polyline(chain, crotch_frac * length + 0.5 * (1 - crotch_frac) * length)
+        pair(g_knee, knee_p)
+    # the seat: level with the crotch, the body's outline
+    seat_c = mid_h + n * crotch_frac * 0.0
+    pair(kp.hips[0], seat_c - u * body_half)
+    pair(kp.hips[1], seat_c + u * body_half)
+    pair(kp.crotch, mid_h + n * 0.25 * hw)
+    return np.array(src, dtype=np.float64), np.array(dst, dtype=np.float64)
