@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from tryon.config import Settings
 from tryon.engines.base import CancelCheck, ProgressCallback, RenderOutput, RenderRequest
 from tryon.engines.preview.composite import adapt_lighting, front_mask
-from tryon.engines.preview.fit import FitVariation, bottom_pairs, top_pairs
+from tryon.engines.preview.fit import FitVariation, bottom_parts, top_parts
 from tryon.engines.preview.garment import bottom_keypoints, top_keypoints
 from tryon.engines.preview.warp import Warp, affine_box_warp, tps_warp
 from tryon.errors import CanceledError, InvalidInputError, InvalidMaskError
@@ -96,17 +96,18 @@ def fit_warp(request: RenderRequest, variation: FitVariation) -> Warp:
     """The garment-to-photo warp for ``request`` (see the module docstring)."""
     h, w = request.person.shape[:2]
     if request.landmarks is None or request.explicit_box:
-        return affine_box_warp(request.box.clip(w, h), request.garment_mask, variation)
+        return affine_box_warp(request.box.clip(w, h), request.garment_mask,
+                               ease=variation.ease, length=variation.length)
     category = Category(request.category)
     landmarks = np.asarray(request.landmarks, dtype=np.float32)
+    gw = request.garment_mask.shape[1]
     if category is Category.LOWER_BODY:
-        src, dst = bottom_pairs(bottom_keypoints(request.garment_mask), landmarks, request.box,
-                                (w, h), variation)
+        parts = bottom_parts(bottom_keypoints(request.garment_mask), landmarks, request.box,
+                             (w, h), variation, gw)
     else:
-        dress = category is Category.DRESS
-        kp = top_keypoints(request.garment_mask, dress=dress)
-        src, dst = top_pairs(kp, landmarks, request.box, (w, h), variation, dress=dress)
-    return tps_warp(src, dst, request.garment_mask)
+        kp = top_keypoints(request.garment_mask, dress=category is Category.DRESS)
+        parts = top_parts(kp, landmarks, request.box, (w, h), variation, gw)
+    return tps_warp(parts)
 
 
 class PreviewEngine:

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tryon.engines.preview.garment import BottomKeypoints, Sleeve, TopKeypoints
+from tryon.engines.preview.warp import Part
 from tryon.errors import PoseNotUsableError
 from tryon.types import Box
 from tryon.vision.pose import LANDMARK_NAMES
@@ -40,7 +41,23 @@ DEFAULT_ARM_ANGLE = 0.2
 #: a sleeve's or a leg opening's half width is at least this share of the shoulder / hip width
 MIN_SLEEVE_HALF, MIN_LEG_HALF = 0.11, 0.22
 
-Pairs = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+
+class _Pairs:
+    """Accumulates (garment point, photo point) pairs of one part."""
+
+    def __init__(self, cols: tuple[int, int]) -> None:
+        self.cols = cols
+        self.src: list[tuple[float, float]] = []
+        self.dst: list[NDArray[np.float64]] = []
+
+    def __call__(self, g: tuple[float, float], p: NDArray[np.float64]) -> None:
+        self.src.append((float(g[0]), float(g[1])))
+        self.dst.append(np.asarray(p, dtype=np.float64))
+
+    def part(self) -> Part:
+        return Part(cols=self.cols, src=np.array(self.src, dtype=np.float64),
+                    dst=np.array(self.dst, dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -138,9 +155,10 @@ def _sleeve_pairs(sleeve: Sleeve, body: Body, shoulder_idx: int, elbow_idx: int,
     ]
 
 
-def top_pairs(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
-              size: tuple[int, int], var: FitVariation, *, dress: bool) -> Pairs:
-    """Correspondences for a top or a dress (garment points, photo points), float64 (N, 2)."""
+def top_parts(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
+              size: tuple[int, int], var: FitVariation, width: int) -> list[Part]:
+    """Parts of a top or a dress, back to front: the body, then each sleeve along its arm.
+    ``width``: the garment image's width."""
     body = Body(landmarks, size)
     body.require((L_SHOULDER, R_SHOULDER), "shoulders")
     sa, sb = body.sides(L_SHOULDER, R_SHOULDER)
@@ -167,69 +185,68 @@ def top_pairs(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
     top_a = pa - u * SHOULDER_REACH * sw * var.ease - n * SHOULDER_LIFT * sw
     top_b = pb + u * SHOULDER_REACH * sw * var.ease - n * SHOULDER_LIFT * sw
     scale = float(np.hypot(*(top_b - top_a))) / max(kp.shoulder_width, 1.0)
-    gcx = (kp.torso[0] + kp.torso[1]) / 2.0
 
-    def across(g_x: float, at: NDArray[np.float64], min_half: float) -> NDArray[np.float64]:
-        """The photo point level with ``at`` whose offset from the axis is the garment's."""
-        off = (g_x - gcx) * scale * var.ease
-        if abs(off) < min_half:
-            off = np.copysign(min_half, off)
-        return at + u * off
-
-    src: list[tuple[float, float]] = []
-    dst: list[NDArray[np.float64]] = []
-
-    def pair(g: tuple[float, float], p: NDArray[np.float64]) -> None:
-        src.append((float(g[0]), float(g[1])))
-        dst.append(np.asarray(p, dtype=np.float64))
-
-    neck = mid_s - n * NECK_LIFT * sw
-    pair(kp.neck, neck)
+    # widths: the body's (chest at the armpits, then the larger of chest and hips) times the
+    # ease; the garment's own shape changes them only by its ratios (a flared hem, a dress waist)
+    chest_half = 0.5 * sw * var.ease * 1.04
+    hip_half = max(chest_half, 0.5 * HIP_BODY_WIDTH * hip_w * var.ease * 1.04)
+    torso_w = max(kp.torso[1] - kp.torso[0], 1.0)
+    has = [sl is not None for sl in kp.sleeves]
+    c0 = int(kp.torso[0]) if has[0] else 0
+    c1 = int(np.ceil(kp.torso[1])) if has[1] else width
+    pair = _Pairs((c0, c1))
+    pair(kp.neck, mid_s - n * NECK_LIFT * sw)
     pair(kp.shoulders[0], top_a)
     pair(kp.shoulders[1], top_b)
-    body_half_hip = 0.5 * HIP_BODY_WIDTH * hip_w
-    arm_y = mid_s + axis * ARMPIT_DOWN * torso
-    pair(kp.armpits[0], across(kp.armpits[0][0], arm_y, 0.5 * sw))
-    pair(kp.armpits[1], across(kp.armpits[1][0], arm_y, 0.5 * sw))
+    arm_at = mid_s + axis * ARMPIT_DOWN * torso
+    pair(kp.armpits[0], arm_at - u * chest_half)
+    pair(kp.armpits[1], arm_at + u * chest_half)
     # the hem: on the box's bottom edge, below the torso axis
-    hem_y = float(box.y2)
-    reach = (hem_y - mid_s[1]) / max(axis[1], 0.2)
-    reach *= 1.0 + var.length
+    reach = (float(box.y2) - mid_s[1]) / max(axis[1], 0.2) * (1.0 + var.length)
     hem_c = mid_s + axis * reach
+    g_len = max(kp.hem[0][1] - kp.neck[1], 1.0)
     if kp.waist is not None:
-        waist_at = mid_s + axis * 0.75 * torso
-        for g in kp.waist:
-            pair(g, across(g[0], waist_at, 0.5 * 0.95 * HIP_BODY_WIDTH * hip_w))
+        waist_w = max(kp.waist[1][0] - kp.waist[0][0], 1.0)
+        waist_half = 0.95 * hip_half
+        waist_at = mid_s + axis * 0.78 * torso
+        pair(kp.waist[0], waist_at - u * waist_half)
+        pair(kp.waist[1], waist_at + u * waist_half)
+        hem_half = max(waist_half * (kp.hem[1][0] - kp.hem[0][0]) / waist_w, hip_half)
     else:
-        g_len = max(kp.hem[0][1] - kp.neck[1], 1.0)
-        for frac in (0.5,):
-            gy = kp.neck[1] + frac * g_len
-            at = mid_s + axis * frac * reach
-            pair((kp.torso[0], gy), across(kp.torso[0], at, body_half_hip))
-            pair((kp.torso[1], gy), across(kp.torso[1], at, body_half_hip))
-    pair(kp.hem[0], across(kp.hem[0][0], hem_c, body_half_hip * 1.02))
-    pair(kp.hem[1], across(kp.hem[1][0], hem_c, body_half_hip * 1.02))
+        gy = kp.neck[1] + 0.55 * g_len
+        at = mid_s + axis * 0.55 * reach
+        pair((kp.torso[0], gy), at - u * hip_half)
+        pair((kp.torso[1], gy), at + u * hip_half)
+        hem_half = hip_half * max((kp.hem[1][0] - kp.hem[0][0]) / torso_w, 0.9)
+    pair(kp.hem[0], hem_c - u * hem_half)
+    pair(kp.hem[1], hem_c + u * hem_half)
     pair(((kp.hem[0][0] + kp.hem[1][0]) / 2.0, kp.hem[0][1]), hem_c)
     # sleeves along the arms (image-left sleeve on the image-left arm)
+    parts = [pair.part()]
     arms = {sa: (L_ELBOW, L_WRIST) if sa == L_SHOULDER else (R_ELBOW, R_WRIST),
             sb: (L_ELBOW, L_WRIST) if sb == L_SHOULDER else (R_ELBOW, R_WRIST)}
-    for sleeve, s_idx, anchor, outward in ((kp.sleeves[0], sa, top_a, -1.0),
-                                          (kp.sleeves[1], sb, top_b, 1.0)):
+    armpit_pts = parts[0].dst[3:5]
+    for k, (sleeve, s_idx, anchor, outward, cols) in enumerate((
+            (kp.sleeves[0], sa, top_a, -1.0, (0, c0)),
+            (kp.sleeves[1], sb, top_b, 1.0, (c1, width)))):
         if sleeve is None:
             continue
         elbow, wrist = arms[s_idx]
-        # the arm starts at the joint: pull the anchor back in so the sleeve hangs from it
-        start = body.pt(s_idx) - n * SHOULDER_LIFT * sw * 0.5
+        sp = _Pairs(cols)
+        sp(sleeve.shoulder, anchor)
+        sp(sleeve.armpit, armpit_pts[k])
+        # the arm starts at the joint: the sleeve hangs from just above it
+        start = body.pt(s_idx) - n * SHOULDER_LIFT * sw * 0.5 + u * outward * 0.05 * sw
         for g, p in _sleeve_pairs(sleeve, body, s_idx, elbow, wrist, start, outward,
                                   scale, sw, var):
-            pair(g, p)
-    del dress
-    return np.array(src, dtype=np.float64), np.array(dst, dtype=np.float64)
+            sp(g, p)
+        parts.append(sp.part())
+    return parts
 
 
-def bottom_pairs(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
-                 size: tuple[int, int], var: FitVariation) -> Pairs:
-    """Correspondences for trousers or a skirt (garment points, photo points)."""
+def bottom_parts(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
+                 size: tuple[int, int], var: FitVariation, width: int) -> list[Part]:
+    """Parts of trousers (one per leg, the farther leg first) or a skirt (one part)."""
     body = Body(landmarks, size)
     body.require((L_HIP, R_HIP), "hips")
     ha, hb = body.sides(L_HIP, R_HIP)
@@ -243,30 +260,36 @@ def bottom_pairs(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
         n = -n
     knees = {L_HIP: (L_KNEE, L_ANKLE), R_HIP: (R_KNEE, R_ANKLE)}
     mid_h = (pa + pb) / 2.0
-    body_half = 0.5 * HIP_BODY_WIDTH * hw * var.ease
+    # seen side-on the hip joints overlap: the thigh's length bounds the body's width from below
+    ka, kb = knees[ha][0], knees[hb][0]
+    thigh = (float(np.hypot(*(body.pt(ka) - pa))) + float(np.hypot(*(body.pt(kb) - pb)))) / 2.0 \
+        if body.visible(ka) and body.visible(kb) else 2.0 * hw
+    body_half = max(0.5 * HIP_BODY_WIDTH * hw, 0.36 * thigh) * var.ease
     waist_c = mid_h - n * max(mid_h[1] - float(box.y1), 0.0) / max(n[1], 0.2)
     scale = 2.0 * body_half / max(kp.waist_width, 1.0)
-    src: list[tuple[float, float]] = []
-    dst: list[NDArray[np.float64]] = []
-
-    def pair(g: tuple[float, float], p: NDArray[np.float64]) -> None:
-        src.append((float(g[0]), float(g[1])))
-        dst.append(np.asarray(p, dtype=np.float64))
-
-    pair(kp.waist[0], waist_c - u * body_half)
-    pair(kp.waist[1], waist_c + u * body_half)
     bottom = float(box.y2) * (1.0 + var.length * 0.3)
+    gcx = (kp.waist[0][0] + kp.waist[1][0]) / 2.0
     if kp.legs is None or kp.crotch is None:
         # a skirt: a tube from the waist to the hem, widths in the garment's proportions
-        gcx = (kp.waist[0][0] + kp.waist[1][0]) / 2.0
+        pair = _Pairs((0, width))
+        pair(kp.waist[0], waist_c - u * body_half)
+        pair(kp.waist[1], waist_c + u * body_half)
         hem_c = waist_c + n * (bottom - waist_c[1]) / max(n[1], 0.2)
         for g in kp.hem:
             pair(g, hem_c + u * (g[0] - gcx) * scale)
-        return np.array(src, dtype=np.float64), np.array(dst, dtype=np.float64)
+        return [pair.part()]
+    cx = int(round(kp.crotch[0]))
+    halves = (_Pairs((0, cx)), _Pairs((cx, width)))
+    depth: list[float] = []
     g_waist_y = kp.waist[0][1]
     crotch_frac = (kp.crotch[1] - g_waist_y) / max(kp.legs[0][0][1] - g_waist_y, 1.0)
-    for leg, hip_idx, side in ((kp.legs[0], ha, -1.0), (kp.legs[1], hb, 1.0)):
+    for k, (leg, hip_idx, side) in enumerate(((kp.legs[0], ha, -1.0), (kp.legs[1], hb, 1.0))):
+        pair = halves[k]
+        pair(kp.waist[k], waist_c + u * side * body_half)
+        pair((kp.crotch[0], kp.waist[0][1]), waist_c)
+        pair(kp.crotch, mid_h + n * 0.25 * hw)
         knee_idx, ankle_idx = knees[hip_idx]
+        depth.append(float(body.lm[knee_idx, 2]) if body.visible(knee_idx) else 0.0)
         hip = body.pt(hip_idx)
         chain = [hip]
         if body.visible(knee_idx):
@@ -288,7 +311,7 @@ def bottom_pairs(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
         perp = np.array([-d[1], d[0]])
         out_dir = perp if np.dot(perp, u * side) > 0 else -perp
         outer, inner = leg
-        half = max(0.5 * abs(outer[0] - inner[0]) * scale, MIN_LEG_HALF * hw)
+        half = max(0.5 * abs(outer[0] - inner[0]) * scale, MIN_LEG_HALF * hw, 0.15 * thigh)
         pair(outer, end + out_dir * half)
         pair(inner, end - out_dir * half)
         # the knee: halfway between crotch and opening, on the leg's axis
@@ -297,9 +320,8 @@ def bottom_pairs(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
                   0.5 * (outer[1] + kp.crotch[1]))
         knee_p, _ = along_polyline(chain, crotch_frac * length + 0.5 * (1 - crotch_frac) * length)
         pair(g_knee, knee_p)
-    # the seat: level with the crotch, the body's outline
-    seat_c = mid_h + n * crotch_frac * 0.0
-    pair(kp.hips[0], seat_c - u * body_half)
-    pair(kp.hips[1], seat_c + u * body_half)
-    pair(kp.crotch, mid_h + n * 0.25 * hw)
-    return np.array(src, dtype=np.float64), np.array(dst, dtype=np.float64)
+        # the seat: level with the crotch, the body's outline
+        pair(kp.hips[k], mid_h + u * side * body_half)
+    # the leg nearer the camera (smaller MediaPipe z) is drawn last, in front
+    order = sorted(range(2), key=lambda i: -depth[i])
+    return [halves[i].part() for i in order]

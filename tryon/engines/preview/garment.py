@@ -40,7 +40,10 @@ class Sleeve:
 
     @property
     def length(self) -> float:
-        return float(np.hypot(self.cuff[0] - self.shoulder[0], self.cuff[1] - self.shoulder[1]))
+        """From the sleeve's root (between shoulder and armpit) to the cuff's centre."""
+        rx = 0.5 * (self.shoulder[0] + self.armpit[0])
+        ry = 0.5 * (self.shoulder[1] + self.armpit[1])
+        return float(np.hypot(self.cuff[0] - rx, self.cuff[1] - ry))
 
     @property
     def cuff_half_width(self) -> float:

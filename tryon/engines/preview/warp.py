@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from tryon.engines.preview.fit import FitVariation
 from tryon.types import Box
 
 #: spacing of the grid the spline is evaluated on (pixels of the photo)
@@ -62,14 +61,13 @@ class ThinPlateSpline:
 
 
 @dataclass(frozen=True)
-class Warp:
-    """Photo-to-garment map. ``kind``: ``"tps"`` or ``"box"``; ``dst_points``: where the fit
-    put the garment's keypoints in the photo (empty for ``"box"``)."""
+class Layer:
+    """One part of the garment (the columns ``cols`` = [x0, x1) of the garment image) and its
+    photo-to-garment map: a spline, or an affine garment-to-photo ``matrix`` (2, 3)."""
 
-    kind: str
+    cols: tuple[int, int]
     backward: ThinPlateSpline | None
-    affine: NDArray[np.float64] | None  # (2, 3) garment -> photo, for "box"
-    dst_points: NDArray[np.float64]
+    matrix: NDArray[np.float64] | None = None
 
     def maps(self, rect: tuple[int, int, int, int]) -> tuple[NDArray[np.float32],
                                                              NDArray[np.float32]]:
@@ -78,8 +76,8 @@ class Warp:
         x1, y1, x2, y2 = rect
         w, h = x2 - x1, y2 - y1
         if self.backward is None:
-            assert self.affine is not None
-            inv = cv2.invertAffineTransform(self.affine)
+            assert self.matrix is not None
+            inv = cv2.invertAffineTransform(self.matrix)
             xx, yy = np.meshgrid(np.arange(x1, x2, dtype=np.float64),
                                  np.arange(y1, y2, dtype=np.float64))
             mx = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
@@ -99,36 +97,63 @@ class Warp:
         my = cv2.resize(coarse_y, full, interpolation=cv2.INTER_LINEAR)[:h, :w]
         return np.ascontiguousarray(mx), np.ascontiguousarray(my)
 
+
+@dataclass(frozen=True)
+class Warp:
+    """The garment's layers, back to front. ``kind``: ``"tps"`` or ``"box"``; ``dst_points``:
+    where the fit put the garment's keypoints in the photo (empty for ``"box"``)."""
+
+    kind: str
+    layers: tuple[Layer, ...]
+    dst_points: NDArray[np.float64]
+
     def apply(self, rgba: NDArray[np.float32], rect: tuple[int, int, int, int]
               ) -> NDArray[np.float32]:
-        """The premultiplied garment ``rgba`` (float32 ``(H, W, 4)``) resampled into ``rect``."""
-        mx, my = self.maps(rect)
-        out = cv2.remap(rgba, mx, my, interpolation=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0, 0.0, 0.0, 0.0))
-        return np.asarray(out, dtype=np.float32)
-
-    def to_photo(self, garment_pts: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Approximate forward map of garment points (exact for ``"box"``)."""
-        if self.affine is not None:
-            return garment_pts @ self.affine[:, :2].T + self.affine[:, 2]
-        return garment_pts  # pragma: no cover - only box warps are mapped forward
-
-
-def tps_warp(src: NDArray[np.float64], dst: NDArray[np.float64],
-             garment_mask: NDArray[np.bool_]) -> Warp:
-    """Thin-plate-spline warp taking garment points ``src`` to photo points ``dst`` (N, 2)."""
-    del garment_mask
-    return Warp(kind="tps", backward=ThinPlateSpline.fit(dst, src), affine=None, dst_points=dst)
+        """The premultiplied garment ``rgba`` (float32 ``(H, W, 4)``) resampled into ``rect``,
+        each layer composited over the ones before it."""
+        x1, y1, x2, y2 = rect
+        out = np.zeros((y2 - y1, x2 - x1, 4), dtype=np.float32)
+        for layer in self.layers:
+            c0, c1 = layer.cols
+            part = rgba if (c0, c1) == (0, rgba.shape[1]) else np.zeros_like(rgba)
+            if part is not rgba:
+                part[:, c0:c1] = rgba[:, c0:c1]
+            mx, my = layer.maps(rect)
+            warped = np.asarray(cv2.remap(part, mx, my, interpolation=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_CONSTANT,
+                                          borderValue=(0.0, 0.0, 0.0, 0.0)), dtype=np.float32)
+            out = warped + out * (1.0 - warped[..., 3:4])
+        return out
 
 
-def affine_box_warp(box: Box, garment_mask: NDArray[np.bool_], variation: FitVariation) -> Warp:
-    """Stretch the garment's mask bounding box onto ``box`` (its width times the variation's
-    ease, centred; its bottom moved by the variation's length)."""
+@dataclass(frozen=True)
+class Part:
+    """Keypoint pairs of one garment part: garment columns [x0, x1), garment points ``src`` and
+    photo points ``dst`` (float64 (N, 2), N >= 3)."""
+
+    cols: tuple[int, int]
+    src: NDArray[np.float64]
+    dst: NDArray[np.float64]
+
+
+def tps_warp(parts: list[Part]) -> Warp:
+    """One thin-plate spline per part (back to front), each taking its garment points to its
+    photo points."""
+    layers = tuple(Layer(cols=p.cols, backward=ThinPlateSpline.fit(p.dst, p.src)) for p in parts)
+    dst = np.concatenate([p.dst for p in parts]) if parts else np.zeros((0, 2))
+    return Warp(kind="tps", layers=layers, dst_points=dst)
+
+
+def affine_box_warp(box: Box, garment_mask: NDArray[np.bool_], ease: float = 1.0,
+                    length: float = 0.0) -> Warp:
+    """Stretch the garment's mask bounding box onto ``box`` (its width times ``ease``, centred;
+    its height times ``1 + length``)."""
     ys, xs = np.nonzero(garment_mask)
     gx1, gy1, gx2, gy2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    bw = box.width * variation.ease
-    bh = box.height * (1.0 + variation.length)
+    bw = box.width * ease
+    bh = box.height * (1.0 + length)
     sx, sy = bw / (gx2 - gx1), bh / (gy2 - gy1)
     ox = box.x1 + 0.5 * (box.width - bw)
     matrix = np.array([[sx, 0.0, ox - sx * gx1], [0.0, sy, box.y1 - sy * gy1]])
-    return Warp(kind="box", backward=None, affine=matrix, dst_points=np.zeros((0, 2)))
+    layer = Layer(cols=(0, garment_mask.shape[1]), backward=None, matrix=matrix)
+    return Warp(kind="box", layers=(layer,), dst_points=np.zeros((0, 2)))
