@@ -1,4 +1,4 @@
-"""The preview engine: pixel-exact outside the mask, typed pose errors, determinism."""
+"""The preview engine: pixel-exact outside the mask, typed pose errors, seeds, the fit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tryon.engines.base import RenderParams, RenderRequest
-from tryon.engines.preview import PreviewEngine, fit_to_landmarks
+from tryon.engines.preview import PreviewEngine, fit_warp
+from tryon.engines.preview.fit import FitVariation
+from tryon.engines.preview.garment import bottom_keypoints, top_keypoints
 from tryon.errors import CanceledError, InvalidInputError, InvalidMaskError, PoseNotUsableError
 from tryon.types import Box, Category
 from tryon.vision.pose import LANDMARK_NAMES
@@ -21,12 +23,24 @@ def _landmarks(visibility: float = 0.95) -> np.ndarray:
     lm = np.zeros((33, 4), dtype=np.float32)
     lm[:, 3] = visibility
     pts = {
-        0: (120, 40), 11: (150, 80), 12: (90, 80), 23: (140, 170), 24: (100, 170),
+        0: (120, 40), 11: (150, 80), 12: (90, 80), 13: (160, 125), 14: (80, 125),
+        15: (164, 165), 16: (76, 165), 23: (140, 170), 24: (100, 170),
         25: (142, 235), 26: (98, 235), 27: (143, 300), 28: (97, 300),
     }  # fmt: skip
     for i, (x, y) in pts.items():
         lm[i, :2] = (x, y)
     return lm
+
+
+def _tee_mask() -> np.ndarray:
+    """A 120x100 T-shirt silhouette: a body with two sleeves sloping down and out."""
+    import cv2
+
+    m = np.zeros((120, 100), dtype=np.uint8)
+    poly = np.array([[40, 10], [25, 14], [4, 40], [16, 50], [26, 38], [26, 110], [74, 110],
+                     [74, 38], [84, 50], [96, 40], [75, 14], [60, 10], [50, 18]], np.int32)
+    cv2.fillPoly(m, [poly], (1,))
+    return m.astype(bool)
 
 
 def _request(category: Category = Category.UPPER_BODY, **changes: object) -> RenderRequest:
@@ -35,8 +49,7 @@ def _request(category: Category = Category.UPPER_BODY, **changes: object) -> Ren
     garment = np.zeros((120, 100, 3), dtype=np.uint8)
     garment[..., 0] = 200
     garment[::4, :, 2] = 90  # stripes, so a warp shows
-    gmask = np.zeros((120, 100), dtype=bool)
-    gmask[10:110, 15:85] = True
+    gmask = _tee_mask()
     box = Box(70, 65, 170, 190)
     target = np.zeros((H, W), dtype=bool)
     target[65:190, 70:170] = True
@@ -108,35 +121,98 @@ def test_upper_body_needs_no_hips_but_bottoms_do() -> None:
         PreviewEngine().render(_request(Category.LOWER_BODY, landmarks=lm))
 
 
-def test_deterministic_and_one_image_per_seed() -> None:
-    params = RenderParams(num_samples=2, seeds=(3, 4))
+def test_same_seed_same_image_different_seeds_differ() -> None:
+    params = RenderParams(num_samples=3, seeds=(3, 4, 3))
     a = PreviewEngine().render(_request(params=params))
     b = PreviewEngine().render(_request(params=params))
-    assert a.seeds == [3, 4] and len(a.images) == 2
+    assert a.seeds == [3, 4, 3] and len(a.images) == 3
     for x, y in zip(a.images, b.images, strict=True):
         assert np.array_equal(x, y)
+    assert np.array_equal(a.images[0], a.images[2])
+    assert not np.array_equal(a.images[0], a.images[1])  # never copies: a fit variation
+
+
+@pytest.mark.parametrize("category", list(Category))
+def test_seeds_differ_in_every_category_and_with_an_explicit_box(category: Category) -> None:
+    params = RenderParams(num_samples=2, seeds=(0, 1))
+    for req in (_request(category, params=params),
+                _request(category, params=params, explicit_box=True)):
+        out = PreviewEngine().render(req)
+        assert not np.array_equal(out.images[0], out.images[1])
+        outside = ~req.target_mask
+        for img in out.images:
+            assert np.array_equal(img[outside], req.person[outside])
 
 
 def test_progress_and_cancel() -> None:
     seen: list[tuple[int, int]] = []
     PreviewEngine().render(_request(), callback=lambda i, n: seen.append((i, n)))
     assert seen == [(i, 5) for i in range(1, 6)]
+    seen.clear()
+    two = RenderParams(num_samples=2, seeds=(0, 1))
+    PreviewEngine().render(_request(params=two), callback=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 10) for i in range(1, 11)]
     calls = iter([False, False, True])
     with pytest.raises(CanceledError):
         PreviewEngine().render(_request(), should_cancel=lambda: next(calls))
 
 
-def test_fit_maps_garment_top_outside_the_shoulders() -> None:
+def test_garment_keypoints_of_a_tee_and_of_trousers() -> None:
+    kp = top_keypoints(_tee_mask())
+    assert kp.sleeves[0] is not None and kp.sleeves[1] is not None
+    assert kp.torso == pytest.approx((26, 75), abs=1.5)
+    assert kp.sleeves[0].cuff[0] < 20 and kp.sleeves[1].cuff[0] > 80  # cuffs out at the sides
+    assert kp.neck[0] == pytest.approx(50, abs=1.5) and kp.neck[1] > 12  # the neckline dips
+    pants = np.zeros((120, 100), dtype=bool)
+    pants[5:115, 20:80] = True
+    pants[50:115, 47:53] = False  # the gap between the legs
+    bk = bottom_keypoints(pants)
+    assert bk.crotch is not None and bk.crotch[1] == pytest.approx(50, abs=1)
+    assert bk.legs is not None and bk.legs[0][0][0] == 20 and bk.legs[1][0][0] == 80
+
+
+def test_fit_puts_shoulders_outside_the_joints_sleeves_on_the_arms_hem_on_the_box() -> None:
+    req = _request(params=RenderParams())
+    warp = fit_warp(req, FitVariation())
+    body, sleeve_a, sleeve_b = warp.layers
+    assert body.backward is not None and sleeve_a.backward is not None
+    kp = top_keypoints(req.garment_mask)
+    # the spline maps photo points back onto garment points: check the photo side by probing
+    inv = body.backward
+    for g, p in zip(kp.shoulders, ([90 - 9.6, 80 - 6.0], [150 + 9.6, 80 - 6.0]), strict=True):
+        assert inv(np.array([p]))[0] == pytest.approx(g, abs=2.0)
+    # the image-left sleeve's cuff lies on the image-left arm (shoulder 12 -> elbow 14)
+    cuff_photo = warp.dst_points[len(body.backward.ctrl) + 2]
+    assert 70 < cuff_photo[0] < 95 and 95 < cuff_photo[1] < 135
+    # the hem's centre sits on the box's bottom edge
+    hem_c = warp.dst_points[len(body.backward.ctrl) - 1]
+    assert hem_c[1] == pytest.approx(req.box.y2, abs=1.0)
+
+
+def test_trouser_legs_follow_the_legs() -> None:
+    pants = np.zeros((120, 100), dtype=bool)
+    pants[5:115, 20:80] = True
+    pants[50:115, 47:53] = False
     lm = _landmarks()
-    gmask = np.zeros((120, 100), dtype=bool)
-    gmask[10:110, 15:85] = True
-    fit = fit_to_landmarks(Category.UPPER_BODY, lm, Box(70, 65, 170, 190), gmask, (W, H))
-    tl = fit.matrix @ np.array([15.0, 10.0, 1.0])
-    tr = fit.matrix @ np.array([85.0, 10.0, 1.0])
-    hem = fit.matrix @ np.array([50.0, 110.0, 1.0])
-    assert tl[0] < 90 and tr[0] > 150  # wider than the shoulder joints
-    assert tl[1] < 80 and tr[1] < 80  # collar above them
-    assert hem[1] == pytest.approx(190.0)  # length follows the box
+    lm[25, :2], lm[27, :2] = (170, 235), (200, 300)  # the left leg steps out to image right
+    req = _request(Category.LOWER_BODY, garment_mask=pants, landmarks=lm, box=Box(60, 150, 220, 310))
+    warp = fit_warp(req, FitVariation())
+    assert len(warp.layers) == 2
+    openings = [d for d in warp.dst_points if d[1] > 290]
+    assert max(p[0] for p in openings) > 190  # one opening follows the stepping ankle
+    assert min(p[0] for p in openings) < 110
+
+
+def test_person_mask_keeps_the_hands_in_front() -> None:
+    lm = _landmarks()
+    lm[16, :2] = (110, 150)  # the image-left hand on the belly
+    lm[14, :2] = (95, 120)
+    for i in (18, 20, 22):
+        lm[i, :2] = (118, 158)
+    req = _request(landmarks=lm)
+    pm = np.ones((H, W), dtype=np.float32)
+    with_front = PreviewEngine().render(dataclasses.replace(req, person_mask=pm)).images[0]
+    assert np.array_equal(with_front[156:160, 114:118], req.person[156:160, 114:118])
 
 
 @pytest.mark.parametrize(
@@ -146,6 +222,7 @@ def test_fit_maps_garment_top_outside_the_shoulders() -> None:
         ({"target_mask": np.ones((10, 10), dtype=bool)}, InvalidMaskError),
         ({"person": np.zeros((H, W), dtype=np.uint8)}, InvalidInputError),
         ({"params": RenderParams(num_samples=2, seeds=(1,))}, InvalidInputError),
+        ({"person_mask": np.ones((3, 3), dtype=np.float32)}, InvalidMaskError),
     ],
 )
 def test_bad_inputs_raise_typed_errors(changes: dict[str, object], error: type[Exception]) -> None:
