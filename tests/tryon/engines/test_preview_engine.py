@@ -9,7 +9,7 @@ import pytest
 
 from tryon.engines.base import RenderParams, RenderRequest
 from tryon.engines.preview import PreviewEngine, fit_warp
-from tryon.engines.preview.fit import FitVariation
+from tryon.engines.preview.fit import FitVariation, top_parts
 from tryon.engines.preview.garment import bottom_keypoints, top_keypoints
 from tryon.errors import CanceledError, InvalidInputError, InvalidMaskError, PoseNotUsableError
 from tryon.types import Box, Category
@@ -173,20 +173,24 @@ def test_garment_keypoints_of_a_tee_and_of_trousers() -> None:
 
 def test_fit_puts_shoulders_outside_the_joints_sleeves_on_the_arms_hem_on_the_box() -> None:
     req = _request(params=RenderParams())
-    warp = fit_warp(req, FitVariation())
-    body, sleeve_a, sleeve_b = warp.layers
-    assert body.backward is not None and sleeve_a.backward is not None
     kp = top_keypoints(req.garment_mask)
-    # the spline maps photo points back onto garment points: check the photo side by probing
-    inv = body.backward
-    for g, p in zip(kp.shoulders, ([90 - 9.6, 80 - 6.0], [150 + 9.6, 80 - 6.0]), strict=True):
-        assert inv(np.array([p]))[0] == pytest.approx(g, abs=2.0)
-    # the image-left sleeve's cuff lies on the image-left arm (shoulder 12 -> elbow 14)
-    cuff_photo = warp.dst_points[len(body.backward.ctrl) + 2]
-    assert 70 < cuff_photo[0] < 95 and 95 < cuff_photo[1] < 135
-    # the hem's centre sits on the box's bottom edge
-    hem_c = warp.dst_points[len(body.backward.ctrl) - 1]
-    assert hem_c[1] == pytest.approx(req.box.y2, abs=1.0)
+    sleeve_a, sleeve_b, body = top_parts(kp, req.landmarks, req.box, (W, H), FitVariation(), 100)
+    assert sleeve_a.cols[1] <= body.cols[0] and body.cols[1] <= sleeve_b.cols[0]
+    photo = {tuple(g): d for g, d in zip(body.src, body.dst, strict=True)}
+    left, right = photo[kp.shoulders[0]], photo[kp.shoulders[1]]
+    assert left[0] < 90 < 150 < right[0]  # outside the shoulder joints
+    assert left[1] < 80 and right[1] < 80  # and above them
+    hem_c = body.dst[-1]
+    assert hem_c[1] == pytest.approx(req.box.y2, abs=1.0)  # length follows the box
+    # the image-left sleeve's cuff lies on the image-left upper arm (shoulder 12 -> elbow 14),
+    # the image-right one on the other
+    cuff_a = dict(zip(map(tuple, sleeve_a.src), sleeve_a.dst, strict=True))[kp.sleeves[0].cuff]
+    cuff_b = dict(zip(map(tuple, sleeve_b.src), sleeve_b.dst, strict=True))[kp.sleeves[1].cuff]
+    assert 65 < cuff_a[0] < 95 and 90 < cuff_a[1] < 135
+    assert 145 < cuff_b[0] < 175 and 90 < cuff_b[1] < 135
+    # a warp renders sleeves first, the body in front of their roots
+    warp = fit_warp(req, FitVariation())
+    assert [layer.cols for layer in warp.layers] == [sleeve_a.cols, sleeve_b.cols, body.cols]
 
 
 def test_trouser_legs_follow_the_legs() -> None:

@@ -28,7 +28,7 @@ from tryon.types import Category
 GLOBAL_LIGHT_WEIGHT = 0.3
 #: the person's local shading (folds, shadows) is multiplied into the garment within these
 #: bounds; tighter bounds keep prints and logos on the old clothes from showing through
-LOCAL_SHADING_RANGE = (0.85, 1.12)
+LOCAL_SHADING_RANGE = (0.9, 1.08)
 #: hands: (wrist, pinky, index, thumb) per side
 HANDS = ((15, 17, 19, 21), (16, 18, 20, 22))
 #: forearm and hand radius as a share of the shoulder width
@@ -70,10 +70,10 @@ def adapt_lighting(
     mean_g, std_g = float(lab[..., 0][on].mean()), float(lab[..., 0][on].std()) + 1e-3
     mean_p, std_p = float(lum_p[on].mean()), float(lum_p[on].std()) + 1e-3
     w = GLOBAL_LIGHT_WEIGHT
-    gain = 1.0 + w * (min(std_p / std_g, 2.0) - 1.0)
+    gain = 1.0 + w * (float(np.clip(std_p / std_g, 0.5, 1.6)) - 1.0)
     lum = (lab[..., 0] - mean_g) * gain + mean_g + w * (mean_p - mean_g)
     diag = float(np.hypot(lum_p.shape[0], lum_p.shape[1]))
-    detail = _blur(lum_p, max(1.0, 0.008 * diag)) + 1.0
+    detail = _blur(lum_p, max(1.0, 0.012 * diag)) + 1.0
     base = _blur(lum_p, max(2.0, 0.06 * diag)) + 1.0
     shading = np.clip(detail / base, LOCAL_SHADING_RANGE[0], LOCAL_SHADING_RANGE[1])
     lab[..., 0] = np.clip(lum * shading, 0.0, 100.0)

@@ -32,6 +32,8 @@ SHOULDER_REACH, SHOULDER_LIFT = 0.16, 0.10
 NECK_LIFT = 0.02
 #: armpits: this far down the torso (shoulder line to hip line)
 ARMPIT_DOWN = 0.28
+#: half the chest's width below the armpits, in shoulder-joint distances (the arms hang outside)
+CHEST_HALF = 0.47
 #: the body is this many hip-joint distances wide at the hips (pelvis and seat)
 HIP_BODY_WIDTH = 1.9
 #: the waistband centre sits above the hip joints by this share of the thigh
@@ -123,36 +125,68 @@ def along_polyline(points: list[NDArray[np.float64]], length: float) -> tuple[
     raise AssertionError("polyline needs two points")
 
 
+def _rot90(v: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.array([-v[1], v[0]])
+
+
 def _sleeve_pairs(sleeve: Sleeve, body: Body, shoulder_idx: int, elbow_idx: int, wrist_idx: int,
                   anchor: NDArray[np.float64], outward: float, scale: float, sw: float,
                   var: FitVariation) -> list[tuple[tuple[float, float], NDArray[np.float64]]]:
-    """Sleeve keypoints along the arm: the cuff at the sleeve's own (scaled) length."""
-    chain = [anchor]
+    """Sleeve points carried along the arm.
+
+    Each garment point is written in the frame of the sleeve's top edge (distance ``t`` from
+    the shoulder corner towards the cuff's top end, offset ``d`` across) and placed at the same
+    ``t`` along the arm (shoulder, elbow, wrist, translated so that the corner lands on
+    ``anchor``, just outside the shoulder) and the same ``d`` across it: the top edge runs down
+    the outside of the arm, the sleeve turns with the upper arm and bends at the elbow, keeping
+    its orientation. The sleeve's root then lies over the chest: the body layer, drawn after
+    the sleeves, covers it, as a sewn-in sleeve disappears into the armhole."""
+    root = np.array(sleeve.shoulder, dtype=np.float64)
+    axis = _unit(np.array(sleeve.cuff_a) - root)
+    across = _rot90(axis)
+    joint = body.pt(shoulder_idx)
+    arm = [joint]
     if body.visible(elbow_idx):
-        chain.append(body.pt(elbow_idx))
+        arm.append(body.pt(elbow_idx))
         if body.visible(wrist_idx):
-            chain.append(body.pt(wrist_idx))
+            arm.append(body.pt(wrist_idx))
     else:
         a = DEFAULT_ARM_ANGLE * outward
-        chain.append(anchor + np.array([np.sin(a), np.cos(a)]) * sw)
-    length = sleeve.length * scale * var.sleeve
-    cuff, d = along_polyline(chain, length)
-    perp = np.array([-d[1], d[0]])
-    half = max(sleeve.cuff_half_width * scale * var.ease, MIN_SLEEVE_HALF * sw)
-    # cuff_a is the end on the sleeve's upper (outer) side
-    outer = perp if np.dot(perp, [outward, 0.0]) > 0 else -perp
-    mid, mid_d = along_polyline(chain, 0.5 * length)
-    mid_perp = np.array([-mid_d[1], mid_d[0]])
-    mid_outer = mid_perp if np.dot(mid_perp, [outward, 0.0]) > 0 else -mid_perp
-    root = (0.5 * (sleeve.shoulder[0] + sleeve.armpit[0]), 0.5 * (sleeve.shoulder[1] + sleeve.armpit[1]))
-    g_mid = (0.5 * (sleeve.cuff[0] + root[0]), 0.5 * (sleeve.cuff[1] + root[1]))
-    del mid_outer
-    return [
-        (sleeve.cuff, cuff),
-        (sleeve.cuff_a, cuff + outer * half),
-        (sleeve.cuff_b, cuff - outer * half),
-        (g_mid, mid),
-    ]
+        arm.append(joint + np.array([np.sin(a), np.cos(a)]) * sw)
+    d0 = _unit(arm[1] - arm[0])
+    half = sleeve.cuff_half_width * scale * var.ease
+    widen = max(1.0, MIN_SLEEVE_HALF * sw / max(half, 1e-6))
+    stretch = scale * var.sleeve
+
+    def frame(g: NDArray[np.float64]) -> tuple[float, float]:
+        return float((g - root) @ axis), float((g - root) @ across)
+
+    # the arm's polyline, moved so the sleeve's top corner lands on the anchor
+    t_s, d_s = frame(np.array(sleeve.shoulder))
+    start = anchor - d0 * t_s * stretch - _rot90(d0) * d_s * scale * widen
+    chain = [start + (p - joint) for p in arm]
+
+    def place(g: NDArray[np.float64]) -> NDArray[np.float64]:
+        t, d = frame(g)
+        p, direction = along_polyline(chain, max(t * stretch, 0.0))
+        if t < 0:
+            p = p + direction * t * stretch
+        return p + _rot90(direction) * d * scale * widen
+
+    out: list[tuple[tuple[float, float], NDArray[np.float64]]] = []
+    named = [sleeve.shoulder, sleeve.armpit, sleeve.cuff, sleeve.cuff_a, sleeve.cuff_b]
+    root_half = 0.5 * float(np.hypot(*(np.array(sleeve.shoulder) - np.array(sleeve.armpit))))
+    centre = 0.5 * (np.array(sleeve.shoulder) + np.array(sleeve.armpit))
+    extra = []
+    for f in (0.35, 0.7):
+        w_f = (1 - f) * root_half + f * sleeve.cuff_half_width
+        c = centre + (np.array(sleeve.cuff) - centre) * f
+        side = _rot90(_unit(np.array(sleeve.cuff) - centre))
+        extra += [tuple(c), tuple(c + side * w_f), tuple(c - side * w_f)]
+    for g in named + extra:
+        ga = np.array(g, dtype=np.float64)
+        out.append(((float(ga[0]), float(ga[1])), place(ga)))
+    return out
 
 
 def top_parts(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
@@ -188,7 +222,7 @@ def top_parts(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
 
     # widths: the body's (chest at the armpits, then the larger of chest and hips) times the
     # ease; the garment's own shape changes them only by its ratios (a flared hem, a dress waist)
-    chest_half = 0.5 * sw * var.ease * 1.04
+    chest_half = CHEST_HALF * sw * var.ease
     hip_half = max(chest_half, 0.5 * HIP_BODY_WIDTH * hip_w * var.ease * 1.04)
     torso_w = max(kp.torso[1] - kp.torso[0], 1.0)
     has = [sl is not None for sl in kp.sleeves]
@@ -222,25 +256,22 @@ def top_parts(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
     pair(kp.hem[1], hem_c + u * hem_half)
     pair(((kp.hem[0][0] + kp.hem[1][0]) / 2.0, kp.hem[0][1]), hem_c)
     # sleeves along the arms (image-left sleeve on the image-left arm)
-    parts = [pair.part()]
+    parts: list[Part] = []
     arms = {sa: (L_ELBOW, L_WRIST) if sa == L_SHOULDER else (R_ELBOW, R_WRIST),
             sb: (L_ELBOW, L_WRIST) if sb == L_SHOULDER else (R_ELBOW, R_WRIST)}
-    armpit_pts = parts[0].dst[3:5]
-    for k, (sleeve, s_idx, anchor, outward, cols) in enumerate((
+    for sleeve, s_idx, anchor, outward, cols in (
             (kp.sleeves[0], sa, top_a, -1.0, (0, c0)),
-            (kp.sleeves[1], sb, top_b, 1.0, (c1, width)))):
+            (kp.sleeves[1], sb, top_b, 1.0, (c1, width))):
         if sleeve is None:
             continue
         elbow, wrist = arms[s_idx]
         sp = _Pairs(cols)
-        sp(sleeve.shoulder, anchor)
-        sp(sleeve.armpit, armpit_pts[k])
-        # the arm starts at the joint: the sleeve hangs from just above it
-        start = body.pt(s_idx) - n * SHOULDER_LIFT * sw * 0.5 + u * outward * 0.05 * sw
-        for g, p in _sleeve_pairs(sleeve, body, s_idx, elbow, wrist, start, outward,
+        for g, p in _sleeve_pairs(sleeve, body, s_idx, elbow, wrist, anchor, outward,
                                   scale, sw, var):
             sp(g, p)
         parts.append(sp.part())
+    # the body in front of the sleeves' roots
+    parts.append(pair.part())
     return parts
 
 
