@@ -32,6 +32,8 @@ SHOULDER_REACH, SHOULDER_LIFT = 0.16, 0.10
 NECK_LIFT = 0.02
 #: armpits: this far down the torso (shoulder line to hip line)
 ARMPIT_DOWN = 0.28
+#: the smallest shoulder width (joint to joint) per torso length (shoulder mid to hip mid)
+SHOULDERS_PER_TORSO = 0.62
 #: half the chest's width below the armpits, in shoulder-joint distances (the arms hang outside)
 CHEST_HALF = 0.47
 #: the body is this many hip-joint distances wide at the hips (pelvis and seat)
@@ -215,6 +217,11 @@ def top_parts(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
         hip_w = 0.75 * sw
     axis = _unit(mid_h - mid_s)
     torso = float(np.hypot(*(mid_h - mid_s)))
+    if hips_seen:
+        # turned away from the camera the shoulder joints close up; the torso's length bounds
+        # the body's width from below (frontal, the two agree)
+        sw = max(sw, SHOULDERS_PER_TORSO * torso)
+        pa, pb = mid_s - u * 0.5 * sw, mid_s + u * 0.5 * sw
     # garment scale: its shoulder corners onto points just outside the joints
     top_a = pa - u * SHOULDER_REACH * sw * var.ease - n * SHOULDER_LIFT * sw
     top_b = pb + u * SHOULDER_REACH * sw * var.ease - n * SHOULDER_LIFT * sw
