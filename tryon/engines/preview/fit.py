@@ -2,11 +2,15 @@
 
 The photo points come from the pose landmarks (MediaPipe's 33, pixels) and the placement box:
 the neckline to the base of the neck, the shoulder corners just outside the shoulder joints,
-each sleeve along its arm (shoulder, elbow, wrist) for the sleeve's own length, the hem to the
-box's bottom edge; trousers' waistband to the box's top edge over the hips, each leg down its
-hip, knee and ankle. Widths keep the garment's proportions, scaled so its shoulders (waistband)
-match the body's, never narrower than the body. A :class:`FitVariation` (drawn from a sample's
-seed) loosens or tightens the fit and moves the hem a little: samples differ the way two sizes do.
+the armpits to the chest's sides, each sleeve along its arm (shoulder, elbow, wrist), the hem to
+the box's bottom edge; trousers' waistband to the box's top edge over the hips, each leg down its
+hip, knee and ankle. Widths are the body's (shoulder and hip distances, bounded below by the
+torso's and thigh's lengths for a person turned away from the camera) times the ease; the
+garment's own shape enters through its ratios (a flared hem, a dress's waist, a sleeve's length
+and opening, a leg's opening). A :class:`FitVariation` (drawn from a sample's seed) loosens or
+tightens the fit and moves the hem and cuffs a little: samples differ the way two sizes do.
+
+Each function returns :class:`~tryon.engines.preview.warp.Part` s, back to front.
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ SHOULDERS_PER_TORSO = 0.62
 CHEST_HALF = 0.47
 #: the body is this many hip-joint distances wide at the hips (pelvis and seat)
 HIP_BODY_WIDTH = 1.9
-#: the waistband centre sits above the hip joints by this share of the thigh
-WAIST_LIFT = 0.25
 #: an arm with a hidden elbow hangs this far (radians) outwards from straight down
 DEFAULT_ARM_ANGLE = 0.2
 #: a sleeve's or a leg opening's half width is at least this share of the shoulder / hip width
 MIN_SLEEVE_HALF, MIN_LEG_HALF = 0.11, 0.22
-
+#: a leg is at least this share of the thigh's length wide (half width)
+MIN_LEG_HALF_PER_THIGH = 0.15
+#: the body at the hips is at least this share of the thigh's length wide (half width)
+HIP_HALF_PER_THIGH = 0.36
 
 
 class _Pairs:
@@ -302,10 +307,10 @@ def bottom_parts(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
     ka, kb = knees[ha][0], knees[hb][0]
     thigh = (float(np.hypot(*(body.pt(ka) - pa))) + float(np.hypot(*(body.pt(kb) - pb)))) / 2.0 \
         if body.visible(ka) and body.visible(kb) else 2.0 * hw
-    body_half = max(0.5 * HIP_BODY_WIDTH * hw, 0.36 * thigh) * var.ease
+    body_half = max(0.5 * HIP_BODY_WIDTH * hw, HIP_HALF_PER_THIGH * thigh) * var.ease
     waist_c = mid_h - n * max(mid_h[1] - float(box.y1), 0.0) / max(n[1], 0.2)
     scale = 2.0 * body_half / max(kp.waist_width, 1.0)
-    bottom = float(box.y2) * (1.0 + var.length * 0.3)
+    bottom = float(box.y2) + var.length * 0.5 * float(box.height)
     gcx = (kp.waist[0][0] + kp.waist[1][0]) / 2.0
     if kp.legs is None or kp.crotch is None:
         # a skirt: a tube from the waist to the hem, widths in the garment's proportions
@@ -349,15 +354,15 @@ def bottom_parts(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
         perp = np.array([-d[1], d[0]])
         out_dir = perp if np.dot(perp, u * side) > 0 else -perp
         outer, inner = leg
-        half = max(0.5 * abs(outer[0] - inner[0]) * scale, MIN_LEG_HALF * hw, 0.15 * thigh)
+        half = max(0.5 * abs(outer[0] - inner[0]) * scale, MIN_LEG_HALF * hw,
+                   MIN_LEG_HALF_PER_THIGH * thigh)
         pair(outer, end + out_dir * half)
         pair(inner, end - out_dir * half)
-        # the knee: halfway between crotch and opening, on the leg's axis
-        g_knee = (0.5 * (0.5 * (outer[0] + inner[0]) + 0.5 * (kp.hips[0 if side < 0 else 1][0]
-                                                                 + kp.crotch[0])),
-                  0.5 * (outer[1] + kp.crotch[1]))
-        knee_p, _ = along_polyline(chain, crotch_frac * length + 0.5 * (1 - crotch_frac) * length)
-        pair(g_knee, knee_p)
+        # halfway between crotch and opening, the leg's centre line stays on the leg's axis
+        top_centre = 0.5 * (kp.hips[k][0] + kp.crotch[0])
+        g_mid = (0.5 * (0.5 * (outer[0] + inner[0]) + top_centre), 0.5 * (outer[1] + kp.crotch[1]))
+        mid_p, _ = along_polyline(chain, (0.5 + 0.5 * crotch_frac) * length)
+        pair(g_mid, mid_p)
         # the seat: level with the crotch, the body's outline
         pair(kp.hips[k], mid_h + u * side * body_half)
     # the leg nearer the camera (smaller MediaPipe z) is drawn last, in front

@@ -141,12 +141,13 @@ def _sleeve(mask: NDArray[np.bool_], part: NDArray[np.bool_], edge_x: float) -> 
     cuff_pts = pts[band]
     across = (cuff_pts - centre) @ perp
     mid_across = 0.5 * (across.min() + across.max())
-    cuff = root + axis * float(along[band].mean()) + perp * float(
-        mid_across + (centre - root) @ perp)
-    ends = [cuff + (across.min() - mid_across) * perp, cuff + (across.max() - mid_across) * perp]
-    # cuff_a: the end on the shoulder (upper) side
-    ends.sort(key=lambda p: p[1])
-    a, b = ends
+    cuff = root + axis * float(along[band].mean()) + perp * mid_across
+    lo = cuff + (across.min() - mid_across) * perp
+    hi = cuff + (across.max() - mid_across) * perp
+    # cuff_a: the end on the same side of the axis as the shoulder (the sleeve's top edge),
+    # whichever way the sleeve points in the flat lay
+    shoulder_side = float((np.array(shoulder) - root) @ perp)
+    a, b = (hi, lo) if shoulder_side > 0 else (lo, hi)
     return Sleeve(
         shoulder=shoulder, armpit=armpit, cuff=(float(cuff[0]), float(cuff[1])),
         cuff_a=(float(a[0]), float(a[1])), cuff_b=(float(b[0]), float(b[1])),
