@@ -171,6 +171,23 @@ def test_garment_keypoints_of_a_tee_and_of_trousers() -> None:
     assert bk.legs is not None and bk.legs[0][0][0] == 20 and bk.legs[1][0][0] == 80
 
 
+def test_long_sleeves_hanging_beside_the_body_are_sleeves() -> None:
+    import cv2
+
+    m = np.zeros((460, 400), np.uint8)
+    poly = np.array([[160, 30], [96, 44], [60, 70], [20, 400], [70, 410], [100, 150],
+                     [100, 440], [300, 440], [300, 150], [330, 410], [380, 400], [340, 70],
+                     [304, 44], [240, 30], [200, 60]], np.int32)
+    cv2.fillPoly(m, [poly], (1,))
+    kp = top_keypoints(m.astype(bool))
+    assert kp.torso == pytest.approx((100, 301), abs=2)
+    left, right = kp.sleeves
+    assert left is not None and right is not None
+    assert left.armpit[1] == pytest.approx(150, abs=15)  # where the sleeve leaves the body
+    assert left.cuff[1] > 380 and right.cuff[1] > 380  # cuffs at the bottom, not the hem
+    assert left.cuff_a[0] < left.cuff_b[0]  # the top edge's end is the outer one
+
+
 def test_fit_puts_shoulders_outside_the_joints_sleeves_on_the_arms_hem_on_the_box() -> None:
     req = _request(params=RenderParams())
     kp = top_keypoints(req.garment_mask)

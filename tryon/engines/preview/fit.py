@@ -44,6 +44,8 @@ CHEST_HALF = 0.47
 HIP_BODY_WIDTH = 1.9
 #: an arm with a hidden elbow hangs this far (radians) outwards from straight down
 DEFAULT_ARM_ANGLE = 0.2
+#: a sleeve reaches at most this share of the arm's length (shoulder-elbow-wrist)
+SLEEVE_PAST_WRIST = 1.0
 #: a sleeve's or a leg opening's half width is at least this share of the shoulder / hip width
 MIN_SLEEVE_HALF, MIN_LEG_HALF = 0.11, 0.22
 #: a leg is at least this share of the thigh's length wide (half width)
@@ -167,6 +169,12 @@ def _sleeve_pairs(sleeve: Sleeve, body: Body, shoulder_idx: int, elbow_idx: int,
 
     def frame(g: NDArray[np.float64]) -> tuple[float, float]:
         return float((g - root) @ axis), float((g - root) @ across)
+
+    if len(arm) == 3:
+        # a long sleeve ends at the wrist, not past the hand
+        arm_len = sum(float(np.hypot(*(q - p))) for p, q in zip(arm, arm[1:], strict=False))
+        stretch = min(stretch, SLEEVE_PAST_WRIST * arm_len / max(frame(np.array(sleeve.cuff_a))[0],
+                                                                1.0))
 
     # the arm's polyline, moved so the sleeve's top corner lands on the anchor
     t_s, d_s = frame(np.array(sleeve.shoulder))

@@ -112,20 +112,44 @@ def _median_edges(first: NDArray[np.int64], last: NDArray[np.int64], y0: int,
     return float(np.median(first[rows])), float(np.median(last[rows]) + 1)
 
 
+def _central_edges(mask: NDArray[np.bool_], cx: float, y0: int, y1: int) -> tuple[float, float]:
+    """(left, right) edges of the run of garment pixels holding column ``cx``, median over rows
+    ``[y0, y1)``: the body of a top, without sleeves that hang beside it."""
+    c = int(np.clip(round(cx), 0, mask.shape[1] - 1))
+    lefts, rights = [], []
+    for y in range(y0, max(y1, y0 + 1)):
+        row = mask[y]
+        if not row[c]:
+            continue
+        gaps_l = np.flatnonzero(~row[:c])
+        gaps_r = np.flatnonzero(~row[c:])
+        lefts.append(int(gaps_l.max()) + 1 if gaps_l.size else 0)
+        rights.append(c + int(gaps_r.min()) if gaps_r.size else mask.shape[1])
+    if not lefts:
+        raise InvalidMaskError("garment_mask has no pixels where the garment's body should be")
+    return float(np.median(lefts)), float(np.median(rights))
+
+
+def _upper_pieces(part: NDArray[np.bool_], limit: int) -> NDArray[np.bool_]:
+    """The connected pieces of ``part`` whose top lies above row ``limit``."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(part.astype(np.uint8), connectivity=8)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_TOP] < limit]
+    return np.isin(labels, keep) if keep else np.zeros_like(part)
+
+
 def _top_y(mask: NDArray[np.bool_], x: float) -> float:
     col = mask[:, int(np.clip(round(x), 0, mask.shape[1] - 1))]
     return float(col.argmax()) if col.any() else 0.0
 
 
-def _sleeve(mask: NDArray[np.bool_], part: NDArray[np.bool_], edge_x: float) -> Sleeve | None:
-    """The sleeve in ``part`` (mask pixels beyond the torso edge ``edge_x``)."""
+def _sleeve(mask: NDArray[np.bool_], part: NDArray[np.bool_], edge_x: float,
+            armpit_y: float) -> Sleeve | None:
+    """The sleeve in ``part`` (mask pixels beyond the torso edge ``edge_x``), joined to the body
+    from the shoulder down to row ``armpit_y``."""
     if part.sum() < MIN_SLEEVE_AREA * mask.sum():
         return None
     ys, xs = np.nonzero(part)
     shoulder = (edge_x, _top_y(mask, edge_x))
-    # the armpit: the lowest sleeve pixel right next to the torso
-    near = np.abs(xs - edge_x) <= max(2.0, 0.02 * mask.shape[1])
-    armpit_y = float(ys[near].max()) if near.any() else float(ys.max())
     armpit = (edge_x, armpit_y)
     # the sleeve's axis: from its root (between shoulder and armpit) to the centroid of its
     # outer part (pixels beyond 60% of the largest distance from the root)
@@ -167,15 +191,36 @@ def top_keypoints(mask: NDArray[np.bool_], *, dress: bool = False) -> TopKeypoin
         waist = ((float(first[wy]), float(wy)), (float(last[wy] + 1), float(wy)))
         left, right = _median_edges(first, last, max(y1, wy - int(0.12 * h)), wy)
     else:
-        left, right = _median_edges(first, last, y1 + int(0.55 * h), y1 + int(0.85 * h))
+        left, right = _central_edges(mask, (x1 + x2) / 2.0, y1 + int(0.55 * h), y1 + int(0.85 * h))
     cx = (left + right) / 2.0
     margin = SLEEVE_MARGIN * (x2 - x1)
     cols = np.arange(mask.shape[1])
-    upper = np.zeros_like(mask)
-    upper[: y1 + int((0.5 if dress else 0.65) * h)] = True
-    left_part = mask & upper & (cols < left - margin)[None, :]
-    right_part = mask & upper & (cols >= right + margin)[None, :]
-    sleeves = (_sleeve(mask, left_part, left), _sleeve(mask, right_part, right))
+    # sleeves: pieces beyond the body's edges that start in the upper half (a long sleeve may
+    # hang down to the hem; a flared hem starts low and is not a sleeve)
+    limit = y1 + h // 2
+    left_part = _upper_pieces(mask & (cols < left - margin)[None, :], limit)
+    right_part = _upper_pieces(mask & (cols >= right + margin)[None, :], limit)
+    if waist is not None:
+        # below the waist a dress's skirt is wider than its bodice: never a sleeve
+        left_part[int(waist[0][1]) :] = False
+        right_part[int(waist[0][1]) :] = False
+    # the armpits: the lowest row (of the top run) where the sleeve still joins the body
+    c = int(np.clip(round(cx), 0, mask.shape[1] - 1))
+    joined_l, joined_r = [], []
+    for y in range(y1, y1 + int(0.7 * h)):
+        row = mask[y]
+        if not row[c]:
+            continue
+        gl, gr = np.flatnonzero(~row[:c]), np.flatnonzero(~row[c:])
+        run_l = int(gl.max()) + 1 if gl.size else 0
+        run_r = c + int(gr.min()) if gr.size else mask.shape[1]
+        if run_l < left - margin:
+            joined_l.append(y)
+        if run_r > right + margin:
+            joined_r.append(y)
+    pit_l = float(max(joined_l)) if joined_l else y1 + 0.3 * h
+    pit_r = float(max(joined_r)) if joined_r else y1 + 0.3 * h
+    sleeves = (_sleeve(mask, left_part, left, pit_l), _sleeve(mask, right_part, right, pit_r))
     shoulders = (
         sleeves[0].shoulder if sleeves[0] else (left, _top_y(mask, left)),
         sleeves[1].shoulder if sleeves[1] else (right, _top_y(mask, right)),
