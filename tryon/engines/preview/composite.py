@@ -48,6 +48,12 @@ def _blur(img: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
     return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
 
 
+def _luma(rgb01: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Rec. 709 luma of float RGB in [0, 1], scaled to [0, 100] like CIELAB's L."""
+    weights = np.array([21.26, 71.52, 7.22], dtype=np.float32)
+    return np.asarray(rgb01 @ weights, dtype=np.float32)
+
+
 def adapt_lighting(
     garment01: NDArray[np.float32],
     alpha: NDArray[np.float32],
@@ -56,28 +62,28 @@ def adapt_lighting(
 ) -> NDArray[np.float32]:
     """Shade the warped garment (float32 RGB in [0, 1]) like the person region.
 
-    Works on CIELAB lightness only, so the garment's hue and chroma are kept: the lightness mean
-    and spread move :data:`GLOBAL_LIGHT_WEIGHT` of the way to the person region's (``region``,
-    bool), and the person's mid-frequency shading (lightness blurred a little over lightness
-    blurred a lot: folds and shadows, not print edges) is multiplied in, within
+    Works on luma only and rescales R, G and B together, so the garment keeps its hue: the luma
+    mean and spread move :data:`GLOBAL_LIGHT_WEIGHT` of the way to the person region's (where
+    the garment lies inside ``region``), and the person's mid-frequency shading (luma blurred a
+    little over luma blurred a lot: folds and shadows, not print edges) is multiplied in, within
     :data:`LOCAL_SHADING_RANGE`.
     """
-    lab = cv2.cvtColor(garment01, cv2.COLOR_RGB2LAB)
-    lum_p = np.asarray(cv2.cvtColor(person01, cv2.COLOR_RGB2LAB)[..., 0], dtype=np.float32)
+    lum_g = _luma(garment01)
+    lum_p = _luma(person01)
     on = (alpha > 0.5) & region
     if not on.any():
         return garment01
-    mean_g, std_g = float(lab[..., 0][on].mean()), float(lab[..., 0][on].std()) + 1e-3
+    mean_g, std_g = float(lum_g[on].mean()), float(lum_g[on].std()) + 1e-3
     mean_p, std_p = float(lum_p[on].mean()), float(lum_p[on].std()) + 1e-3
     w = GLOBAL_LIGHT_WEIGHT
     gain = 1.0 + w * (float(np.clip(std_p / std_g, 0.5, 1.6)) - 1.0)
-    lum = (lab[..., 0] - mean_g) * gain + mean_g + w * (mean_p - mean_g)
+    lum = (lum_g - mean_g) * gain + mean_g + w * (mean_p - mean_g)
     diag = float(np.hypot(lum_p.shape[0], lum_p.shape[1]))
     detail = _blur(lum_p, max(1.0, 0.012 * diag)) + 1.0
     base = _blur(lum_p, max(2.0, 0.06 * diag)) + 1.0
     shading = np.clip(detail / base, LOCAL_SHADING_RANGE[0], LOCAL_SHADING_RANGE[1])
-    lab[..., 0] = np.clip(lum * shading, 0.0, 100.0)
-    return np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), 0.0, 1.0).astype(np.float32)
+    ratio = np.clip(lum * shading, 0.0, 100.0) / np.maximum(lum_g, 1e-3)
+    return np.clip(garment01 * ratio[..., None], 0.0, 1.0).astype(np.float32)
 
 
 def _capsule(canvas: NDArray[np.uint8], p: NDArray[np.float64], q: NDArray[np.float64],
