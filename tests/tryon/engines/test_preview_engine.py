@@ -6,12 +6,20 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tryon.engines.base import RenderParams, RenderRequest
 from tryon.engines.preview import PreviewEngine, fit_warp
 from tryon.engines.preview.fit import FitVariation, top_parts
 from tryon.engines.preview.garment import bottom_keypoints, top_keypoints
-from tryon.errors import CanceledError, InvalidInputError, InvalidMaskError, PoseNotUsableError
+from tryon.errors import (
+    CanceledError,
+    InvalidInputError,
+    InvalidMaskError,
+    PoseNotUsableError,
+    TryOnError,
+)
 from tryon.types import Box, Category
 from tryon.vision.pose import LANDMARK_NAMES
 
@@ -249,3 +257,51 @@ def test_person_mask_keeps_the_hands_in_front() -> None:
 def test_bad_inputs_raise_typed_errors(changes: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         PreviewEngine().render(_request(**changes))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    category=st.sampled_from(list(Category)),
+    shapes=st.lists(
+        st.tuples(st.integers(0, 99), st.integers(0, 119), st.integers(1, 60), st.integers(1, 60)),
+        min_size=1, max_size=4,
+    ),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_any_garment_shape_renders_or_fails_typed(category: Category,
+                                                   shapes: list[tuple[int, int, int, int]],
+                                                   seed: int) -> None:
+    """Odd flat-lay shapes (blobs, strips, pieces) never crash the keypoint fit, and the photo
+    outside the target mask stays bit-exact whatever the fit makes of them."""
+    gmask = np.zeros((120, 100), dtype=bool)
+    for x, y, w, h in shapes:
+        gmask[y : y + h, x : x + w] = True
+    req = _request(category, garment_mask=gmask,
+                   params=RenderParams(num_samples=1, seeds=(seed,)))
+    try:
+        out = PreviewEngine().render(req)
+    except TryOnError:
+        return
+    outside = ~req.target_mask
+    assert np.array_equal(out.images[0][outside], req.person[outside])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    category=st.sampled_from(list(Category)),
+    joints=st.lists(st.tuples(st.floats(0, W - 1), st.floats(0, H - 1)), min_size=12,
+                    max_size=12),
+)
+def test_any_pose_renders_or_fails_typed(category: Category,
+                                         joints: list[tuple[float, float]]) -> None:
+    """Raised, crossed or collapsed limbs (two joints on one pixel) never crash the fit."""
+    lm = _landmarks()
+    for idx, xy in zip((11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28), joints, strict=True):
+        lm[idx, :2] = xy
+    req = _request(category, landmarks=lm)
+    try:
+        out = PreviewEngine().render(req)
+    except TryOnError:
+        return
+    outside = ~req.target_mask
+    assert np.array_equal(out.images[0][outside], req.person[outside])

@@ -20,6 +20,8 @@ from tryon.errors import InvalidMaskError
 
 Point = tuple[float, float]
 
+#: the smallest garment (mask bounding box side, pixels) whose keypoints mean anything
+MIN_SIDE = 8
 #: a sleeve smaller than this share of the garment's area is ignored (a seam allowance, noise)
 MIN_SLEEVE_AREA = 0.015
 #: columns this share of the garment width beyond the torso edge start a sleeve
@@ -100,7 +102,13 @@ def _bbox(mask: NDArray[np.bool_]) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
         raise InvalidMaskError("garment_mask is empty")
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    if min(x2 - x1, y2 - y1) < MIN_SIDE:
+        raise InvalidMaskError(
+            f"garment_mask covers only {x2 - x1}x{y2 - y1} pixels: the garment must be at least "
+            f"{MIN_SIDE} pixels wide and high"
+        )
+    return x1, y1, x2, y2
 
 
 def _median_edges(first: NDArray[np.int64], last: NDArray[np.int64], y0: int,
@@ -186,7 +194,7 @@ def top_keypoints(mask: NDArray[np.bool_], *, dress: bool = False) -> TopKeypoin
     waist = None
     if dress:
         widths = np.where(first >= 0, last - first, 10**9)
-        lo, hi = y1 + int(0.2 * h), y1 + int(0.55 * h)
+        lo, hi = y1 + int(0.2 * h), max(y1 + int(0.55 * h), y1 + int(0.2 * h) + 1)
         wy = lo + int(np.argmin(widths[lo:hi]))
         waist = ((float(first[wy]), float(wy)), (float(last[wy] + 1), float(wy)))
         left, right = _median_edges(first, last, max(y1, wy - int(0.12 * h)), wy)
