@@ -146,6 +146,7 @@ def test_seeds_differ_in_every_category_and_with_an_explicit_box(category: Categ
     for req in (_request(category, params=params),
                 _request(category, params=params, explicit_box=True)):
         out = PreviewEngine().render(req)
+        assert out.record["fit"] == ("box" if req.explicit_box else "landmarks")
         assert not np.array_equal(out.images[0], out.images[1])
         outside = ~req.target_mask
         for img in out.images:
@@ -305,3 +306,16 @@ def test_any_pose_renders_or_fails_typed(category: Category,
         return
     outside = ~req.target_mask
     assert np.array_equal(out.images[0][outside], req.person[outside])
+
+
+@pytest.mark.parametrize("category", list(Category))
+def test_explicit_box_is_not_refitted_to_the_pose(category: Category) -> None:
+    moved = _landmarks()
+    moved[23:29, 0] += 12.0  # hips, knees and ankles elsewhere
+    moved[23:29, 1] -= 8.0
+    a = PreviewEngine().render(_request(category, explicit_box=True)).images[0]
+    b = PreviewEngine().render(_request(category, explicit_box=True, landmarks=moved)).images[0]
+    assert np.array_equal(a, b)
+    if category in (Category.LOWER_BODY, Category.DRESS):
+        fitted = PreviewEngine().render(_request(category, landmarks=moved)).images[0]
+        assert not np.array_equal(fitted, PreviewEngine().render(_request(category)).images[0])
