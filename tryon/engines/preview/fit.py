@@ -33,7 +33,7 @@ MIN_VISIBILITY = 0.5
 #: the garment's shoulder corner sits this many shoulder widths outside the joint, this many above
 SHOULDER_REACH, SHOULDER_LIFT = 0.16, 0.10
 #: the neckline's centre sits this many shoulder widths above the shoulder line
-NECK_LIFT = 0.02
+NECK_LIFT = 0.10
 #: armpits: this far down the torso (shoulder line to hip line)
 ARMPIT_DOWN = 0.28
 #: the smallest shoulder width (joint to joint) per torso length (shoulder mid to hip mid)
