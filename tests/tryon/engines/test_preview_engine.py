@@ -319,3 +319,18 @@ def test_explicit_box_is_not_refitted_to_the_pose(category: Category) -> None:
     if category in (Category.LOWER_BODY, Category.DRESS):
         fitted = PreviewEngine().render(_request(category, landmarks=moved)).images[0]
         assert not np.array_equal(fitted, PreviewEngine().render(_request(category)).images[0])
+
+
+def test_person_mask_keeps_hair_and_chin_above_the_neckline_in_front() -> None:
+    lm = _landmarks()
+    face = {2: (113, 30), 5: (127, 30), 7: (106, 34), 8: (134, 34), 9: (115, 46), 10: (125, 46)}
+    for i, xy in face.items():
+        lm[i, :2] = xy
+    req = _request(landmarks=lm)
+    hair = (slice(65, 71), slice(100, 140))  # beside the neck, above the neckline (y = 74)
+    without = PreviewEngine().render(req).images[0]
+    assert (without[hair] != req.person[hair]).any()  # the collar would cover it
+    pm = np.zeros((H, W), dtype=np.float32)
+    pm[55:80, 95:145] = 1.0
+    kept = PreviewEngine().render(dataclasses.replace(req, person_mask=pm)).images[0]
+    assert np.array_equal(kept[hair], req.person[hair])

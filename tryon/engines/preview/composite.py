@@ -16,6 +16,7 @@ from tryon.engines.preview.fit import (
     L_ELBOW,
     L_SHOULDER,
     L_WRIST,
+    NECK_LIFT,
     R_ELBOW,
     R_SHOULDER,
     R_WRIST,
@@ -35,6 +36,9 @@ HANDS = ((15, 17, 19, 21), (16, 18, 20, 22))
 FOREARM_RADIUS, HAND_RADIUS = 0.12, 0.13
 #: head: face landmarks (nose, eyes, ears, mouth)
 FACE = (0, 2, 5, 7, 8, 9, 10)
+#: hair: with a person mask, the person's pixels above the neckline within this many shoulder
+#: widths of the face's centre stay in front (hair beside the neck, a chin, a beard)
+HAIR_HALF_BAND = 0.45
 
 
 def _blur(img: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
@@ -105,7 +109,9 @@ def front_mask(
     garment. Hands and forearms (beyond the sleeve's cuff for tops: the part of the arm not
     covered by the fitted garment) for every category; the head for tops and dresses. With a
     ``person_mask`` (of the rectangle) the arm and hand shapes are cut to the person's pixels,
-    so their outline is the photo's, not a capsule's."""
+    so their outline is the photo's, not a capsule's, and for tops and dresses the person's
+    pixels above the neckline near the face (hair beside the neck, the chin) stay in front too.
+    Hair that falls below the neckline is not told apart from clothes and gets covered."""
     x1, y1, x2, y2 = rect
     h, w = y2 - y1, x2 - x1
     body = Body(landmarks, (10**9, 10**9))  # visibility only; points may lie outside the rect
@@ -143,5 +149,14 @@ def front_mask(
             ry = 1.25 * rx
             cv2.ellipse(canvas, (round(centre[0] - x1), round(centre[1] - y1 - 0.15 * ry)),
                         (round(rx), round(ry)), 0.0, 0.0, 360.0, (255,), -1, cv2.LINE_AA)
+            if person_mask is not None:
+                neck_y = 0.5 * float(body.pt(L_SHOULDER)[1] + body.pt(R_SHOULDER)[1]) \
+                    - NECK_LIFT * sw
+                rows = int(np.clip(round(neck_y) - y1, 0, h))
+                c0 = int(np.clip(round(centre[0] - HAIR_HALF_BAND * sw) - x1, 0, w))
+                c1 = int(np.clip(round(centre[0] + HAIR_HALF_BAND * sw) - x1, 0, w))
+                person = person_mask >= 0.5 if person_mask.dtype != np.bool_ else person_mask
+                band = canvas[:rows, c0:c1]
+                band[person[:rows, c0:c1]] = 255
     soft = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), max(1.0, 0.01 * sw))
     return np.asarray(soft, dtype=np.float32)
