@@ -119,6 +119,12 @@ def jobs(query: dict[str, Any]) -> dict[str, Any]:
 @bp.output(TryOnOut, status_code=202)
 def retry(job_id: str) -> Any:
     """Re-queue a failed job with more attempts, then publish it."""
+    return _ops_job(retry_and_publish(job_id)), 202
+
+
+def retry_and_publish(job_id: str) -> TryOnJob:
+    """Re-queue a failed job (409 ``job_not_retryable`` otherwise) and publish it (a failed
+    publish is left to the reaper). Shared by the API and the ops pages."""
     from tryon.records.jobs import mark_published, retry_job
 
     svc = services()
@@ -133,4 +139,4 @@ def retry(job_id: str) -> Any:
         mark_published(session, job.id)
         session.commit()
     log.info("job=%s retried by ops", job.id)
-    return _ops_job(job), 202
+    return job
