@@ -48,7 +48,7 @@ bp = Blueprint("pages", __name__, template_folder=str(WEB_DIR / "templates"),
 
 #: page endpoints reachable without a session
 PUBLIC_PAGES = frozenset({"pages.static", "pages.swagger_asset", "pages.sign_in",
-                          "pages.sign_in_form", "pages.index"})
+                          "pages.sign_in_form", "pages.sign_out", "pages.index"})
 SESSION_LIFETIME = timedelta(hours=12)
 CSRF_FIELD = "csrf_token"
 #: the page each role lands on after signing in
