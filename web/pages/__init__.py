@@ -5,7 +5,7 @@ request came over https). The cookie holds the key's id, never the key: every re
 that key (revoked, expired, account erased -> signed out). Every POST must carry the session's
 CSRF token. Views reuse the /v1 internals (``own_photo``, ``start_tryon``, ``prepare_garment``...),
 so ownership answers 404 exactly as the API does. No asset comes from another host: scripts and
-styles are served from ``web/static`` and Swagger UI from the pinned ``swagger-ui-bundle``.
+styles are served from ``web/static`` and Swagger UI from the pinned ``swagger-ui-py``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 WEB_DIR = Path(__file__).resolve().parents[1]
 bp = Blueprint("pages", __name__, template_folder=str(WEB_DIR / "templates"),
                static_folder=str(WEB_DIR / "static"), static_url_path="/static")
+bp.enable_openapi = False  # type: ignore[attr-defined] - APIFlask reads it: pages are not API
 
 #: page endpoints reachable without a session
 PUBLIC_PAGES = frozenset({"pages.static", "pages.swagger_asset", "pages.sign_in",
@@ -92,20 +93,34 @@ def install(app: Flask, secret_key: str) -> None:
     app.register_blueprint(bp)
 
 
-def swagger_ui_dir() -> Path:
-    import swagger_ui_bundle
+#: the Swagger UI files /docs needs, from the pinned ``swagger-ui-py`` package (Swagger UI 5,
+#: which reads OpenAPI 3.1; Apache-2.0, its LICENSE ships beside them)
+SWAGGER_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js",
+                           "swagger-ui-standalone-preset.js", "favicon-32x32.png",
+                           "favicon-16x16.png", "LICENSE"})
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+
+def swagger_ui_dir() -> Path:
+    """``swagger_ui/static`` of the installed package, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed (see pyproject.toml)")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
 @bp.get("/static/swagger-ui/<path:filename>")
 def swagger_asset(filename: str) -> Response:
-    """Swagger UI's files for ``/docs``, from the pinned ``swagger-ui-bundle`` package."""
+    """Swagger UI's files for ``/docs``, served by this app (no CDN)."""
     from flask import send_from_directory
 
-    if filename.endswith(".map") or filename.startswith("index"):
+    if filename not in SWAGGER_FILES:
         abort(404)
-    return send_from_directory(swagger_ui_dir(), filename, max_age=3600)
+    resp = send_from_directory(swagger_ui_dir(), filename, max_age=3600)
+    if filename == "LICENSE":
+        resp.mimetype = "text/plain"
+    return resp
 
 
 # --- authentication and CSRF ------------------------------------------------------------------

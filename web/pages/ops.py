@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tryon.errors import NotFoundError, TryOnError
 from tryon.records.models import TryOnJob, WebhookDelivery
@@ -67,7 +67,7 @@ def throughput(now: Any = None) -> dict[str, Any]:
 def ops_home() -> str:
     from flask import current_app
 
-    from tryon.records.jobs import queue_stats
+    from tryon.records.jobs import db_now, queue_stats
     from web.api.ops import broker_depth
     from web.services import services
 
@@ -85,12 +85,23 @@ def ops_home() -> str:
     current: dict[str, list[TryOnJob]] = {}
     for job in running:
         current.setdefault(job.worker_id or "", []).append(job)
+    # workers seen through their heartbeats in the last hour (the embedded broker cannot
+    # broadcast a ping, so there this is the only view of them)
+    since = db_now(db_session()) - timedelta(hours=1)
+    if db_session().get_bind().dialect.name == "sqlite":
+        since = since.replace(tzinfo=None)
+    seen = db_session().execute(
+        select(TryOnJob.worker_id, func.max(TryOnJob.heartbeat_at), func.count())
+        .where(TryOnJob.worker_id.is_not(None), TryOnJob.heartbeat_at >= since)
+        .group_by(TryOnJob.worker_id).order_by(func.max(TryOnJob.heartbeat_at).desc())
+    ).all()
     names = {w.get("name") for w in workers}
     orphan = sorted((name, jobs) for name, jobs in current.items() if name not in names)
     # keys beyond name/ok (engines, ...) are shown as they come
     extra_keys = sorted({k for w in workers for k in w} - {"name", "ok"})
     return render_template("ops/home.html", stats=stats, broker=broker, workers=workers,
                            workers_error=workers_error, current=current, extra_keys=extra_keys, orphan=orphan,
+                           seen=seen,
                            chart=throughput(), timeout=timeout, statuses=STATUSES)
 
 
