@@ -242,7 +242,6 @@ def test_a_garment_is_saved_only_after_its_mask_is_approved(ctx: Ctx) -> None:
 
 def test_garment_upload_errors_are_shown_on_the_form(ctx: Ctx) -> None:
     import numpy as np
-
     from webapi_support import png_bytes
 
     client = page_client(ctx, "merchant_x")

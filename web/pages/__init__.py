@@ -45,7 +45,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 WEB_DIR = Path(__file__).resolve().parents[1]
 bp = Blueprint("pages", __name__, template_folder=str(WEB_DIR / "templates"),
                static_folder=str(WEB_DIR / "static"), static_url_path="/static")
-bp.enable_openapi = False  # type: ignore[attr-defined] - APIFlask reads it: pages are not API
+# APIFlask reads this on every blueprint when it builds the spec: the pages are not API
+bp.enable_openapi = False  # type: ignore[attr-defined]
 
 #: page endpoints reachable without a session
 PUBLIC_PAGES = frozenset({"pages.static", "pages.swagger_asset", "pages.sign_in",
@@ -149,7 +150,7 @@ def _load_principal() -> Principal | None:
 
 
 @bp.before_request
-def _authenticate() -> Response | None:
+def _authenticate() -> Any:
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         sent = request.form.get(CSRF_FIELD, "")
         expected = session.get("csrf") or ""
@@ -233,7 +234,7 @@ def _safe_next(target: str | None) -> str | None:
 
 
 @bp.get("/")
-def index() -> Response:
+def index() -> Any:
     principal = _load_principal()
     if principal is None:
         return redirect(url_for("pages.sign_in_form"))
@@ -265,6 +266,6 @@ def sign_in() -> Any:
 
 
 @bp.post("/sign-out")
-def sign_out() -> Response:
+def sign_out() -> Any:
     session.clear()
     return redirect(url_for("pages.sign_in_form"))

@@ -158,7 +158,7 @@ def edit_garment(garment_id: str) -> Any:
 
 @bp.post("/shop/garments/<garment_id>/delete")
 @page_roles(Role.MERCHANT)
-def remove_garment(garment_id: str) -> Response:
+def remove_garment(garment_id: str) -> Any:
     from web.api.garments import delete_garment_record, own_garment
 
     delete_garment_record(own_garment(garment_id))

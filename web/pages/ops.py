@@ -3,7 +3,7 @@ here), jobs by status with filters, one job's timeline with retry and cancel, we
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
@@ -36,7 +36,7 @@ def throughput(now: Any = None) -> dict[str, Any]:
     ).all()
     buckets = [{"succeeded": 0, "failed": 0, "canceled": 0} for _ in range(BUCKETS)]
     for status, finished in rows:
-        i = int((aware(finished) - start).total_seconds() // (BUCKET_MIN * 60))  # type: ignore[operator]
+        i = int((aware(finished) - start).total_seconds() // (BUCKET_MIN * 60))
         if 0 <= i < BUCKETS and status in buckets[i]:
             buckets[i][status] += 1
     done = sum(b["succeeded"] + b["failed"] for b in buckets)
@@ -136,14 +136,14 @@ def _job(job_id: str) -> TryOnJob:
 def timeline(job: TryOnJob) -> list[dict[str, Any]]:
     """The job's recorded moments in time order (what the row keeps: it is not an event log)."""
     marks = [("created", job.created_at), ("published", job.published_at),
-             ("started (attempt %d)" % job.attempt, job.started_at),
+             (f"started (attempt {job.attempt})", job.started_at),
              ("last heartbeat", job.heartbeat_at), (f"finished: {job.status}", job.finished_at)]
-    out = [{"what": what, "at": aware(at)} for what, at in marks if at is not None]
-    out.sort(key=lambda m: m["at"])
-    base = out[0]["at"] if out else None
-    for m in out:
-        m["offset_s"] = (m["at"] - base).total_seconds() if base else 0.0
-    return out
+    moments: list[tuple[datetime, str]] = sorted(
+        (aware(at), what) for what, at in marks if at is not None)  # type: ignore[misc]
+    base = moments[0][0] if moments else None
+    return [{"what": what, "at": at,
+             "offset_s": (at - base).total_seconds() if base is not None else 0.0}
+            for at, what in moments]
 
 
 @bp.get("/ops/jobs/<job_id>")

@@ -121,7 +121,7 @@ def my_photo_placement(photo_id: str, category: str) -> Response:
 
 @bp.post("/me/photos/<photo_id>/delete")
 @page_roles(Role.SHOPPER)
-def delete_my_photo(photo_id: str) -> Response:
+def delete_my_photo(photo_id: str) -> Any:
     from web.api.photos import delete_photo_record, own_photo
 
     delete_photo_record(own_photo(photo_id))
