@@ -65,20 +65,12 @@ def throughput(now: Any = None) -> dict[str, Any]:
 @bp.get("/ops")
 @page_roles(Role.OPS)
 def ops_home() -> str:
-    from flask import current_app
-
     from tryon.records.jobs import db_now, queue_stats
-    from web.api.ops import broker_depth
-    from web.services import services
+    from web.api.ops import broker_depth, live_workers
 
     stats = queue_stats(db_session())
     broker = broker_depth()
-    timeout = float(current_app.config["TRYON_WORKER_PING_TIMEOUT"])
-    try:
-        workers = services().publisher.ping_workers(timeout=timeout)
-        workers_error = None
-    except Exception as exc:  # noqa: BLE001 - an unreachable broker: no visible workers
-        workers, workers_error = [], type(exc).__name__
+    workers, timeout, workers_error = live_workers()
     # what each worker is running now, from the job rows (the broker does not say)
     running = list(db_session().scalars(
         select(TryOnJob).where(TryOnJob.status == "running")))
