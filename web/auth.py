@@ -51,7 +51,7 @@ def authenticate_request() -> None:
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return
     if request.blueprint in SESSION_BLUEPRINTS:
-        return  # the pages authenticate with a session cookie (web.pages.auth)
+        return  # the pages authenticate with a session cookie (web.pages._authenticate)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

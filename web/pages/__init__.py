@@ -10,15 +10,13 @@ styles are served from ``web/static`` and Swagger UI from the pinned ``swagger-u
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -35,12 +33,11 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
-from tryon.errors import NotFoundError, TryOnError
+from tryon.errors import TryOnError
 from tryon.types import Role
-from web.auth import Principal, current_principal
+from web.auth import Principal
 
 log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
 
 WEB_DIR = Path(__file__).resolve().parents[1]
 bp = Blueprint("pages", __name__, template_folder=str(WEB_DIR / "templates"),
@@ -176,22 +173,6 @@ def _page_headers(resp: Response) -> Response:
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Referrer-Policy"] = "same-origin"
     return resp
-
-
-def page_roles(*allowed: Role) -> Callable[[F], F]:
-    """Restrict a page to ``allowed`` roles; anyone else gets 404, as in the API."""
-
-    def deco(view: F) -> F:
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if current_principal().role not in allowed:
-                raise NotFoundError()
-            return view(*args, **kwargs)
-
-        wrapper._tryon_roles = allowed  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
-
-    return deco
 
 
 @bp.app_context_processor

@@ -13,8 +13,8 @@ from tryon.errors import InvalidInputError, NotFoundError, TryOnError
 from tryon.records.models import Garment
 from tryon.types import GarmentLength, Role
 from web.api.common import paginate
-from web.auth import current_principal
-from web.pages import bp, page_roles
+from web.auth import current_principal, roles
+from web.pages import bp
 from web.pages.shopper import CATEGORIES, PAGE_SIZE, catalog_query, image_page_response
 from web.services import db_session, services
 
@@ -41,7 +41,7 @@ def _fields(form: Any) -> dict[str, Any]:
 
 
 @bp.get("/shop/garments")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def shop_garments() -> str:
     q = request.args.get("q", "").strip()[:100]
     category = request.args.get("category", "")
@@ -52,14 +52,14 @@ def shop_garments() -> str:
 
 
 @bp.get("/shop/garments/new")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def new_garment() -> str:
     return render_template("merchant/new.html", categories=CATEGORIES, lengths=LENGTHS,
                            form={})
 
 
 @bp.post("/shop/garments/new")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def upload_garment() -> Any:
     """Step 1: store the image and its computed mask; nothing is in the catalog yet."""
     from web.api.garments import prepare_garment
@@ -97,13 +97,13 @@ def _discard_pending() -> None:
 
 
 @bp.get("/shop/garments/review")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def review_garment() -> str:
     return render_template("merchant/review.html", pending=_pending())
 
 
 @bp.get("/shop/garments/review/<which>.png")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def pending_image(which: str) -> Response:
     pending = _pending()
     if which != "cutout":
@@ -113,7 +113,7 @@ def pending_image(which: str) -> Response:
 
 
 @bp.post("/shop/garments/review")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def approve_garment() -> Any:
     """Step 2: approve the mask (the catalog row is made) or discard the upload."""
     from web.api.garments import PreparedGarment, record_garment
@@ -130,7 +130,7 @@ def approve_garment() -> Any:
 
 
 @bp.get("/shop/garments/<garment_id>")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def shop_garment(garment_id: str) -> str:
     from web.api.garments import own_garment
 
@@ -140,7 +140,7 @@ def shop_garment(garment_id: str) -> str:
 
 
 @bp.post("/shop/garments/<garment_id>")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def edit_garment(garment_id: str) -> Any:
     from web.api.garments import own_garment
 
@@ -157,7 +157,7 @@ def edit_garment(garment_id: str) -> Any:
 
 
 @bp.post("/shop/garments/<garment_id>/delete")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def remove_garment(garment_id: str) -> Any:
     from web.api.garments import delete_garment_record, own_garment
 
@@ -166,7 +166,7 @@ def remove_garment(garment_id: str) -> Any:
 
 
 @bp.get("/shop/garments/<garment_id>/cutout.png")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def garment_cutout(garment_id: str) -> Response:
     from web.api.garments import own_garment
 
@@ -175,7 +175,7 @@ def garment_cutout(garment_id: str) -> Response:
 
 
 @bp.get("/shop/garments/<garment_id>/sample.png")
-@page_roles(Role.MERCHANT)
+@roles(Role.MERCHANT)
 def garment_sample(garment_id: str) -> Response:
     from web.api.garments import own_garment
 

@@ -13,7 +13,8 @@ from tryon.errors import NotFoundError, TryOnError
 from tryon.records.models import TryOnJob, WebhookDelivery
 from tryon.types import JobStatus, Role
 from web.api.common import aware, paginate
-from web.pages import bp, page_roles
+from web.auth import roles
+from web.pages import bp
 from web.services import db_session
 
 STATUSES = [s.value for s in JobStatus]
@@ -63,7 +64,7 @@ def throughput(now: Any = None) -> dict[str, Any]:
 
 
 @bp.get("/ops")
-@page_roles(Role.OPS)
+@roles(Role.OPS)
 def ops_home() -> str:
     from tryon.records.jobs import db_now, queue_stats
     from web.api.ops import broker_depth, live_workers
@@ -98,7 +99,7 @@ def ops_home() -> str:
 
 
 @bp.get("/ops/jobs")
-@page_roles(Role.OPS)
+@roles(Role.OPS)
 def ops_jobs() -> str:
     status = request.args.get("status", "failed")
     queue = request.args.get("queue", "").strip()[:32]
@@ -139,7 +140,7 @@ def timeline(job: TryOnJob) -> list[dict[str, Any]]:
 
 
 @bp.get("/ops/jobs/<job_id>")
-@page_roles(Role.OPS)
+@roles(Role.OPS)
 def ops_job(job_id: str, error: TryOnError | None = None) -> Any:
     job = _job(job_id)
     deliveries = list(db_session().scalars(
@@ -151,7 +152,7 @@ def ops_job(job_id: str, error: TryOnError | None = None) -> Any:
 
 
 @bp.post("/ops/jobs/<job_id>/retry")
-@page_roles(Role.OPS)
+@roles(Role.OPS)
 def ops_retry(job_id: str) -> Any:
     from web.api.ops import retry_and_publish
 
@@ -167,7 +168,7 @@ def ops_retry(job_id: str) -> Any:
 
 
 @bp.post("/ops/jobs/<job_id>/cancel")
-@page_roles(Role.OPS)
+@roles(Role.OPS)
 def ops_cancel(job_id: str) -> Any:
     from tryon.records.jobs import cancel_job
 
@@ -184,7 +185,7 @@ def ops_cancel(job_id: str) -> Any:
 
 
 @bp.get("/ops/webhooks")
-@page_roles(Role.OPS)
+@roles(Role.OPS)
 def ops_webhooks() -> str:
     status = request.args.get("status", "")
     stmt = select(WebhookDelivery)

@@ -12,8 +12,8 @@ from tryon.errors import InvalidInputError, NotFoundError, TryOnError
 from tryon.records.models import Garment, Photo, TryOnJob
 from tryon.types import Category, Role
 from web.api.common import paginate
-from web.auth import current_principal
-from web.pages import bp, page_roles
+from web.auth import current_principal, roles
+from web.pages import bp
 from web.services import db_session, services
 
 CATEGORIES = [c.value for c in Category]
@@ -57,7 +57,7 @@ def live_garment(garment_id: str) -> Garment:
 
 # --- photos ---------------------------------------------------------------------------------------
 @bp.get("/me/photos")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_photos() -> str:
     stmt = select(Photo).where(Photo.owner_id == current_principal().account_id,
                                Photo.deleted_at.is_(None))
@@ -66,7 +66,7 @@ def my_photos() -> str:
 
 
 @bp.post("/me/photos")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def upload_my_photo() -> Any:
     from web.api.photos import upload_photo
 
@@ -87,7 +87,7 @@ def upload_my_photo() -> Any:
 
 
 @bp.get("/me/photos/<photo_id>")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_photo(photo_id: str) -> str:
     from web.api.photos import own_photo
 
@@ -100,7 +100,7 @@ def my_photo(photo_id: str) -> str:
 
 
 @bp.get("/me/photos/<photo_id>/image")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_photo_image(photo_id: str) -> Response:
     from web.api.photos import own_photo
 
@@ -109,7 +109,7 @@ def my_photo_image(photo_id: str) -> Response:
 
 
 @bp.get("/me/photos/<photo_id>/placement/<category>.png")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_photo_placement(photo_id: str, category: str) -> Response:
     from web.api.photos import own_photo, placement_png
 
@@ -120,7 +120,7 @@ def my_photo_placement(photo_id: str, category: str) -> Response:
 
 
 @bp.post("/me/photos/<photo_id>/delete")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def delete_my_photo(photo_id: str) -> Any:
     from web.api.photos import delete_photo_record, own_photo
 
@@ -130,7 +130,7 @@ def delete_my_photo(photo_id: str) -> Any:
 
 # --- catalog ----------------------------------------------------------------------------------
 @bp.get("/catalog")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def catalog() -> str:
     q = request.args.get("q", "").strip()[:100]
     category = request.args.get("category", "")
@@ -145,7 +145,7 @@ def catalog() -> str:
 
 
 @bp.get("/catalog/<garment_id>/image")
-@page_roles(Role.SHOPPER, Role.MERCHANT)
+@roles(Role.SHOPPER, Role.MERCHANT)
 def garment_image(garment_id: str) -> Response:
     g = live_garment(garment_id)
     if current_principal().role == Role.MERCHANT and g.owner_id != current_principal().account_id:
@@ -155,7 +155,7 @@ def garment_image(garment_id: str) -> Response:
 
 # --- try-ons ----------------------------------------------------------------------------------
 @bp.post("/me/tryons")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def start_my_tryon() -> Any:
     from marshmallow import ValidationError
 
@@ -195,7 +195,7 @@ def _photo_error(photo_id: str, exc: TryOnError) -> Any:
 
 
 @bp.get("/me/tryons")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_tryons() -> str:
     stmt = select(TryOnJob).where(TryOnJob.owner_id == current_principal().account_id)
     rows, nxt = paginate(db_session(), stmt, TryOnJob, PAGE_SIZE, request.args.get("cursor"))
@@ -211,7 +211,7 @@ def _garment_names(ids: list[str]) -> dict[str, str]:
 
 
 @bp.get("/me/tryons/<job_id>")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_tryon(job_id: str) -> str:
     from web.api.tryons import job_dict, own_job
 
@@ -221,7 +221,7 @@ def my_tryon(job_id: str) -> str:
 
 
 @bp.get("/me/tryons/<job_id>/status.json")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_tryon_status(job_id: str) -> dict[str, Any]:
     """What the progress script polls: status, stage, percent, error (no result URLs)."""
     from web.api.tryons import own_job
@@ -234,7 +234,7 @@ def my_tryon_status(job_id: str) -> dict[str, Any]:
 
 
 @bp.get("/me/tryons/<job_id>/results/<int:index>.png")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def my_result(job_id: str, index: int) -> Response:
     from web.api.tryons import own_job, result_png
 
@@ -244,7 +244,7 @@ def my_result(job_id: str, index: int) -> Response:
 
 
 @bp.post("/me/tryons/<job_id>/cancel")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def cancel_my_tryon(job_id: str) -> Any:
     from tryon.records.jobs import cancel_job
     from web.api.tryons import own_job
@@ -257,13 +257,13 @@ def cancel_my_tryon(job_id: str) -> Any:
 
 # --- erasure ----------------------------------------------------------------------------------
 @bp.get("/me/erase")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def erase_form() -> str:
     return render_template("shopper/erase.html")
 
 
 @bp.post("/me/erase")
-@page_roles(Role.SHOPPER)
+@roles(Role.SHOPPER)
 def erase_me() -> Any:
     from tryon.records.erasure import erase_account
 
