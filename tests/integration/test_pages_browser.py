@@ -299,6 +299,8 @@ def test_pages_in_a_real_browser(serve: dict[str, Any], browser: Browser) -> Non
     body = b.css("main").text
     assert "Queues" in body and "Workers" in body and "Last hour" in body
     assert "1 finished, 0 failed" in body, body
+    # the embedded broker cannot broadcast a ping: serve's worker shows up by its job rows
+    assert b.all("#workers-seen tbody th[scope=row]"), b.css("#workers-seen").text
     b.shot("pages_ops", full=True)
     b.go("/ops/jobs?status=succeeded")
     b.css("table a").click()

@@ -83,11 +83,13 @@ def ops_home() -> str:
     since = db_now(db_session()) - timedelta(hours=1)
     if db_session().get_bind().dialect.name == "sqlite":
         since = since.replace(tzinfo=None)
-    seen = db_session().execute(
-        select(TryOnJob.worker_id, func.max(TryOnJob.heartbeat_at), func.count())
-        .where(TryOnJob.worker_id.is_not(None), TryOnJob.heartbeat_at >= since)
-        .group_by(TryOnJob.worker_id).order_by(func.max(TryOnJob.heartbeat_at).desc())
-    ).all()
+    # a finished job keeps its worker_id but drops its heartbeat: its finish time counts
+    last_seen = func.coalesce(TryOnJob.heartbeat_at, TryOnJob.finished_at)
+    seen = [(name, _as_datetime(at), n) for name, at, n in db_session().execute(
+        select(TryOnJob.worker_id, func.max(last_seen), func.count())
+        .where(TryOnJob.worker_id.is_not(None), last_seen >= since)
+        .group_by(TryOnJob.worker_id).order_by(func.max(last_seen).desc())
+    )]
     names = {w.get("name") for w in workers}
     orphan = sorted((name, jobs) for name, jobs in current.items() if name not in names)
     # keys beyond name/ok (engines, ...) are shown as they come
@@ -96,6 +98,13 @@ def ops_home() -> str:
                            workers_error=workers_error, current=current, extra_keys=extra_keys, orphan=orphan,
                            seen=seen,
                            chart=throughput(), timeout=timeout, statuses=STATUSES)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """An aggregate over a datetime column: SQLite hands back its text form."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return aware(value)
 
 
 @bp.get("/ops/jobs")
