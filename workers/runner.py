@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import logging
 import os
 import random
@@ -44,15 +43,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import numpy as np
-from numpy.typing import NDArray
-from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
-from tryon.engines.base import Engine, RenderParams, RenderRequest
+from tryon.engines.base import Engine
+from tryon.engines.request import JobParams
 from tryon.errors import (
     CanceledError,
     InvalidInputError,
@@ -62,7 +59,7 @@ from tryon.errors import (
 from tryon.records import jobs
 from tryon.records.db import session_scope
 from tryon.records.models import Garment, Photo, TryOnJob, WebhookDelivery
-from tryon.types import Box, Category
+from workers.inputs import load_inputs
 
 log = logging.getLogger(__name__)
 
@@ -148,121 +145,6 @@ def retry_transient(
                         what, i + 1, retries + 1, delay, exc)
             sleep(delay)
     raise AssertionError("unreachable")
-
-
-# --------------------------------------------------------------------------------------
-# inputs
-
-
-#: stored objects are our own re-encoded PNG/JPEG; nothing else is ever decoded here
-_STORED_FORMATS = ["PNG", "JPEG"]
-
-
-def _decode_rgb(data: bytes) -> NDArray[np.uint8]:
-    with Image.open(io.BytesIO(data), formats=_STORED_FORMATS) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def _decode_mask(data: bytes) -> NDArray[np.bool_]:
-    with Image.open(io.BytesIO(data), formats=_STORED_FORMATS) as im:
-        if "A" in im.getbands():
-            plane = np.asarray(im.getchannel("A"))
-        else:
-            plane = np.asarray(im.convert("L"))
-    return plane > 127
-
-
-@dataclass(frozen=True)
-class RenderInputs:
-    """What :func:`build_render_inputs` built: the request, and the target mask actually used
-    (``"box"`` or ``"shape"``; a ``shape`` request falls back to ``box`` when the photo has no
-    usable person mask or the person does not reach into the box)."""
-
-    request: RenderRequest
-    mask_used: str
-
-
-def shape_target_mask(
-    box: Box, size: tuple[int, int], person_mask: NDArray[np.bool_]
-) -> NDArray[np.bool_] | None:
-    """The shape-aware target mask, bool ``(H, W)`` for ``size == (W, H)``: the person's pixels
-    inside ``box``, dilated (``tryon.vision.masks.target_mask`` defaults), cut back to the box.
-    None when ``person_mask`` has another shape or no person pixel lies in the box."""
-    w, h = size
-    if person_mask.shape != (h, w) or not person_mask[box.y1:box.y2, box.x1:box.x2].any():
-        return None
-    from tryon.vision.masks import target_mask  # OpenCV: only when asked for
-
-    return target_mask(box, size, person_mask=person_mask)
-
-
-def build_render_inputs(
-    photo: Photo,
-    garment: Garment,
-    params: dict[str, Any],
-    seeds: Sequence[int],
-    get: Callable[[str], bytes],
-) -> RenderInputs:
-    """The :class:`RenderRequest` for a photo, a garment and job ``params``.
-
-    ``params`` keys (all optional): ``category`` (default: the garment's), ``box``
-    ``[x1, y1, x2, y2]`` overriding the stored placement, ``steps``, ``guidance``,
-    ``control_strength``, ``num_samples``, ``mask`` (``"box"``, the default, or ``"shape"``:
-    box ∩ the photo's stored person mask, dilated). ``get`` reads a storage key.
-
-    Raises :class:`InvalidInputError` (code ``no_placement``) when the photo has no placement for
-    the category and no box was given.
-    """
-    category = Category(params.get("category") or garment.category)
-    person = _decode_rgb(get(photo.image_key))
-    h, w = person.shape[:2]
-    garment_rgb = _decode_rgb(get(garment.image_key))
-    garment_mask = _decode_mask(get(garment.mask_key))
-    if garment_mask.shape != garment_rgb.shape[:2]:
-        raise InvalidInputError("The stored garment mask does not match the garment image.",
-                                code="invalid_mask")
-    placement = (photo.placements or {}).get(str(category)) or {}
-    raw_box = params.get("box") or placement.get("box")
-    if not raw_box:
-        raise InvalidInputError(
-            f"The photo has no placement for {category}: pass a box.", code="no_placement")
-    box = Box(*(int(v) for v in raw_box)).clip(w, h)
-    if box.is_empty():
-        raise InvalidInputError(f"The box {list(raw_box)} is outside the photo.", code="invalid_box")
-    target = np.zeros((h, w), dtype=bool)
-    target[box.y1:box.y2, box.x1:box.x2] = True
-    mask_used = "box"
-    wants_shape = params.get("mask") == "shape"
-    person_mask_key = photo.person_mask_key
-    if wants_shape and person_mask_key:
-        from tryon.storage import ObjectNotFoundError
-
-        try:
-            shaped = shape_target_mask(box, (w, h), _decode_mask(get(person_mask_key)))
-        except (ObjectNotFoundError, OSError, ValueError) as exc:
-            # the shape is an option: a lost or unreadable mask degrades to the box, it fails
-            # nothing (transient storage errors still propagate and are retried as usual)
-            log.warning("photo=%s person mask %s unusable (%s); using the box", photo.id,
-                        person_mask_key, type(exc).__name__)
-            shaped = None
-        if shaped is not None:
-            target, mask_used = shaped, "shape"
-    landmarks = None
-    if photo.pose and photo.pose.get("landmarks") is not None:
-        landmarks = np.asarray(photo.pose["landmarks"], dtype=np.float32)
-    n = int(params.get("num_samples", len(seeds)))
-    render_params = RenderParams(
-        num_inference_steps=int(params.get("steps", 50)),
-        guidance_scale=float(params.get("guidance", 4.5)),
-        control_strength=float(params.get("control_strength", 1.0)),
-        num_samples=n,
-        seeds=tuple(int(s) for s in seeds[:n]),
-    )
-    request = RenderRequest(
-        person=person, garment=garment_rgb, garment_mask=garment_mask, box=box,
-        target_mask=target, category=category, params=render_params, landmarks=landmarks,
-    )
-    return RenderInputs(request=request, mask_used=mask_used)
 
 
 # --------------------------------------------------------------------------------------
@@ -522,9 +404,10 @@ class JobRunner:
             timings["queued"] = round(
                 (jobs._aware(job.started_at) - jobs._aware(job.created_at)).total_seconds(), 3)
         params = dict(job.params or {})
-        seeds = jobs.job_seeds(job_id, int(params.get("num_samples", 1)), params.get("seed"))
-        built = build_render_inputs(
-            photo, garment, params, seeds,
+        job_params = JobParams.from_dict(params, category=garment.category,
+                                         length=garment.length)
+        built = load_inputs(
+            photo, garment, job_params, job_params.seeds(job_id),
             lambda key: self._retry(lambda: self.storage.get(key), "storage.get"))
         cache = StorageReferenceCache(self.storage, garment.owner_id, garment.id, self._retry)
         request = dataclasses.replace(built.request, reference_cache=cache)
@@ -564,7 +447,8 @@ class JobRunner:
             "photo_id": photo.id, "photo_sha256": photo.image_sha256,
             "garment_id": garment.id, "garment_sha256": garment.image_sha256,
             "box": request.box.as_list(), "category": str(request.category),
-            "mask": built.mask_used,
+            "mask": str(built.mask_used), "length": str(job_params.length),
+            "placement_rule": built.placement.rule,
         }
 
         for i, (image, seed) in enumerate(zip(output.images, output.seeds, strict=True)):

@@ -13,6 +13,7 @@ import signal
 import pytest
 from sqlalchemy import func, select
 
+from tryon.engines.request import job_seeds
 from tryon.records import jobs
 from tryon.records.models import TryOnResult
 
@@ -35,7 +36,7 @@ def test_job_end_to_end(stack_factory, engine: str) -> None:  # type: ignore[no-
     with st.factory() as s:
         seeds = s.execute(select(TryOnResult.seed).where(TryOnResult.job_id == job_id)
                           .order_by(TryOnResult.index)).scalars().all()
-    assert tuple(seeds) == jobs.job_seeds(job_id, 2)
+    assert tuple(seeds) == job_seeds(job_id, 2)
     assert job.published_at is not None and job.worker_id
 
 

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon.engines.request import derive_seed, job_seeds
 from tryon.errors import ConflictError, NotFoundError
 from tryon.records import jobs
 from tryon.records.db import make_engine, make_session_factory
@@ -422,14 +423,14 @@ def test_queue_stats(factory: sessionmaker[Session]) -> None:
 
 def test_derive_seed_is_a_pure_function_of_job_and_index() -> None:
     a, b = uuid.uuid4().hex, uuid.uuid4().hex
-    assert jobs.derive_seed(a, 0) == jobs.derive_seed(a, 0)
-    assert jobs.derive_seed(a, 0) != jobs.derive_seed(a, 1)
-    assert jobs.derive_seed(a, 0) != jobs.derive_seed(b, 0)
-    assert all(0 <= jobs.derive_seed(a, i) < 2**31 for i in range(64))
-    assert jobs.job_seeds(a, 3) == tuple(jobs.derive_seed(a, i) for i in range(3))
-    assert jobs.job_seeds(a, 2, seed=41) == (41, 42)
+    assert derive_seed(a, 0) == derive_seed(a, 0)
+    assert derive_seed(a, 0) != derive_seed(a, 1)
+    assert derive_seed(a, 0) != derive_seed(b, 0)
+    assert all(0 <= derive_seed(a, i) < 2**31 for i in range(64))
+    assert job_seeds(a, 3) == tuple(derive_seed(a, i) for i in range(3))
+    assert job_seeds(a, 2, seed=41) == (41, 42)
     # a known value pins the derivation: changing it would change every stored result
-    assert jobs.derive_seed("0" * 32, 0) == 1280580646
+    assert derive_seed("0" * 32, 0) == 1280580646
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
+from tryon.engines.request import job_seeds
 from tryon.errors import StorageUnavailableError
 from tryon.records import jobs
 from tryon.records.models import Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
@@ -103,7 +104,7 @@ def test_success_with_derived_seeds_and_fixed_keys(settings, factory, storage, i
     with factory() as s:
         results = s.execute(select(TryOnResult).where(TryOnResult.job_id == job_id)
                             .order_by(TryOnResult.index)).scalars().all()
-    assert [r.seed for r in results] == list(jobs.job_seeds(job_id, 2))
+    assert [r.seed for r in results] == list(job_seeds(job_id, 2))
     assert [r.storage_key for r in results] == [
         f"results/{ids['owner']}/{job_id}/a1/{i}.png" for i in range(2)]
     assert stored(storage, ids, job_id) == [r.storage_key for r in results]

@@ -23,11 +23,24 @@ from tryon.config import Settings
 from tryon.engines.anydoor import AnyDoorEngine
 from tryon.engines.base import RenderOutput, RenderRequest
 from tryon.engines.preview import PreviewEngine
+from tryon.engines.request import JobParams, target_mask_for
 from tryon.images import encode_png
 from tryon.records.models import Garment, Photo, TryOnResult
 from tryon.storage import LocalStorage, derived_prefix, new_key
-from tryon.types import Box
-from workers.runner import JobRunner, build_render_inputs, shape_target_mask
+from tryon.types import Box, MaskMode
+from workers.inputs import load_inputs
+from workers.runner import JobRunner
+
+
+def shape_target_mask(box: Box, size: tuple[int, int], person: Any) -> Any:
+    mask, used = target_mask_for(box, size, MaskMode.SHAPE, person)
+    return mask if used is MaskMode.SHAPE else None
+
+
+def build_render_inputs(photo: Any, garment: Any, params: dict[str, Any], seeds: list[int],
+                        get: Any) -> Any:
+    return load_inputs(photo, garment, JobParams.from_dict(params, category=garment.category),
+                       seeds, get)
 
 
 @pytest.fixture

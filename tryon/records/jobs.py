@@ -23,7 +23,6 @@ reaper never compare their own wall clocks. Tests pass ``now=`` explicitly.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,25 +76,6 @@ def _aware(value: datetime) -> datetime:
 
 # --------------------------------------------------------------------------------------
 # seeds
-
-
-def derive_seed(job_id: str, index: int) -> int:
-    """The seed of sample ``index`` of job ``job_id``: a pure function of its arguments.
-
-    A re-run (redelivery, reaper re-queue) of the same job therefore samples the same noise, so a
-    duplicate run cannot return a visibly different result. Range ``[0, 2**31)`` (fits a signed
-    32-bit column and every torch generator).
-    """
-    digest = hashlib.sha256(f"tryon-seed:{job_id}:{int(index)}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
-
-
-def job_seeds(job_id: str, num_samples: int, seed: int | None = None) -> tuple[int, ...]:
-    """Seeds for ``num_samples`` samples: ``seed, seed+1, ...`` when the client gave one, else
-    :func:`derive_seed` per index."""
-    if seed is None:
-        return tuple(derive_seed(job_id, i) for i in range(num_samples))
-    return tuple((int(seed) + i) & 0x7FFF_FFFF for i in range(num_samples))
 
 
 # --------------------------------------------------------------------------------------
