@@ -47,11 +47,6 @@ class CeleryPublisher:
         self.app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue_name(self.settings, queue),
                            retry_policy=self.RETRY_POLICY)
 
-    def ping_workers(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        """Live workers from ``inspect().ping()``; empty when none answer within ``timeout``."""
-        replies = self.app.control.inspect(timeout=timeout).ping() or {}
-        return [{"name": name, "ok": (reply or {}).get("ok") == "pong"} for name, reply in sorted(replies.items())]
-
 
 class RecordingPublisher:
     """A publisher for tests and benchmarks: records calls, can be told to fail."""
@@ -67,5 +62,3 @@ class RecordingPublisher:
         with self._lock:
             self.published.append((job_id, queue))
 
-    def ping_workers(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        return []

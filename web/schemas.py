@@ -195,9 +195,22 @@ class QueuesOut(Schema):
     broker = Dict()
 
 
+class WorkerOut(Schema):
+    id = String(metadata={"description": "`<hostname>:<pid>` of the pool process."})
+    queues = List(String())
+    engines = List(String())
+    state = String(validate=OneOf(["loading", "ready", "failed"]))
+    ready = Boolean()
+    alive = Boolean(metadata={"description": "Heartbeat within `stale_after_s`."})
+    error = String(allow_none=True)
+    started_at = String(allow_none=True, metadata={"format": "date-time"})
+    heartbeat_at = String(allow_none=True, metadata={"format": "date-time"})
+    current_job = String(allow_none=True)
+
+
 class WorkersOut(Schema):
-    workers = List(Dict())
-    timeout_s = Float()
+    workers = List(Nested(WorkerOut))
+    stale_after_s = Float()
 
 
 class HealthOut(Schema):

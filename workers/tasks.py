@@ -2,8 +2,9 @@
 
 ``celery -A workers.tasks:app worker -Q gpu`` (or ``tryon worker``). Settings come from the
 environment. Nothing heavy is built at import or in the parent process: the DB engine, storage
-and runner are built on first use in each pool child (and rebuilt after a fork), and the engine
-(model) on the first job that needs it.
+and runner are built on first use in each pool child (and rebuilt after a fork); each child
+registers itself in the worker registry and loads its engines right after the fork
+(:mod:`workers.presence`), so the first job does not pay the model load.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from celery.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,6 +53,42 @@ def _forget_parent_state(**_: Any) -> None:
     from tryon.images import IntakeLimits, configure_pillow
 
     configure_pillow(IntakeLimits.from_settings(settings))
+    _start_presence()
+
+
+#: logical queues this worker consumes, recorded in the parent before the pool forks
+_consumed: list[str] = []
+
+
+@celeryd_after_setup.connect
+def _record_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    from tryon.celeryconf import QUEUE_CPU, QUEUE_GPU, queue_name
+
+    try:
+        names = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    except AttributeError:
+        return
+    _consumed[:] = [q for q in (QUEUE_GPU, QUEUE_CPU) if queue_name(settings, q) in names]
+
+
+def _start_presence() -> None:
+    """Register this pool child and load its engines now (see :mod:`workers.presence`)."""
+    from tryon.celeryconf import QUEUE_CPU, QUEUE_GPU
+    from tryon.engines.registry import engines_for_queues, get_engine
+    from workers.presence import WorkerPresence
+
+    queues = list(_consumed) or [QUEUE_GPU, QUEUE_CPU]
+    _state["presence"] = WorkerPresence(
+        settings, session_factory(), default_worker_id(), queues,
+        engines_for_queues(settings, queues), lambda name: get_engine(name, settings),
+    ).start()
+
+
+@worker_process_shutdown.connect
+def _leave_registry(**_: Any) -> None:
+    presence = _state.get("presence")
+    if presence is not None:
+        presence.stop()
 
 
 def session_factory() -> sessionmaker[Session]:

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import current_app
 from sqlalchemy import select, text
 
 from tryon.records.models import TryOnJob
@@ -82,14 +81,18 @@ def queues() -> dict[str, Any]:
 @roles(Role.OPS)
 @bp.output(WorkersOut)
 def workers() -> dict[str, Any]:
-    """Live Celery workers (`inspect ping`); empty when none answers within the timeout."""
-    timeout = float(current_app.config["TRYON_WORKER_PING_TIMEOUT"])
-    try:
-        found = services().publisher.ping_workers(timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - an unreachable broker means no visible workers
-        log.warning("worker ping failed: %s", type(exc).__name__)
-        found = []
-    return {"workers": found, "timeout_s": timeout}
+    """Registered worker processes: queues, engines, state (`loading`, `ready`, `failed`),
+    last heartbeat, whether it is alive, and the job each is running."""
+    from tryon.records.workers import list_workers
+
+    stale = services().settings.stale_after_s
+    rows = list_workers(db_session(), stale)
+    return {"workers": [
+        {"id": w.id, "queues": w.queues, "engines": w.engines, "state": w.state,
+         "ready": w.state == "ready", "alive": w.alive, "error": w.error,
+         "started_at": iso(w.started_at), "heartbeat_at": iso(w.heartbeat_at),
+         "current_job": w.current_job} for w in rows],
+        "stale_after_s": stale}
 
 
 def _ops_job(job: TryOnJob) -> dict[str, Any]:

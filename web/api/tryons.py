@@ -15,11 +15,11 @@ from sqlalchemy.exc import IntegrityError
 
 from tryon.engines.request import JobParams
 from tryon.errors import (
-    EngineUnavailableError,
     IdempotencyInFlightError,
     IdempotencyMismatchError,
     InvalidInputError,
     NotFoundError,
+    NoWorkerForEngineError,
     TooManyOpenJobsError,
 )
 from tryon.records.models import Account, Garment, TryOnJob, TryOnResult
@@ -151,15 +151,21 @@ def job_params(body: dict[str, Any], garment: Garment, settings: Any) -> JobPara
 
 
 def _engine_and_queue(engine: str | None) -> tuple[str, str]:
+    """The engine (the body's, else the default among what live workers advertise) and its
+    queue; 503 ``engine_unavailable`` when no live worker advertises it."""
     from tryon.celeryconf import queue_for_engine
-    from tryon.engines.registry import available_engines, default_engine_name
+    from tryon.engines.registry import choose_default_engine
 
-    settings = services().settings
-    name = engine or default_engine_name(settings)
-    if name not in available_engines(settings):
-        raise EngineUnavailableError(
-            f"Engine {name!r} is not available here; available: "
-            f"{', '.join(available_engines(settings))}.", engine=name)
+    svc = services()
+    advertised = svc.engines(db_session())
+    name = engine or choose_default_engine(svc.settings.default_engine, advertised)
+    if name is None or name not in advertised:
+        what = "No worker is running yet" if not advertised else \
+            f"No running worker serves engine {name!r}"
+        raise NoWorkerForEngineError(
+            f"{what}; retry shortly"
+            + (f" or use one of: {', '.join(sorted(advertised))}." if advertised else "."),
+            engine=name, available=sorted(advertised))
     return name, queue_for_engine(name)
 
 
@@ -168,7 +174,8 @@ def _engine_and_queue(engine: str | None) -> tuple[str, str]:
     202: "Accepted: the job is queued",
     409: "Idempotency-Key in flight (idempotency_in_flight)",
     422: "Invalid input, unusable photo, or Idempotency-Key reused with another body",
-    429: "Too many open try-ons"})
+    429: "Too many open try-ons",
+    503: "No running worker serves the engine (engine_unavailable)"})
 @roles(Role.SHOPPER)
 @consumes("application/json")
 @bp.input(TryOnIn, location="json", arg_name="body")
