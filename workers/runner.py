@@ -20,7 +20,8 @@ A run (``JobRunner.run``), numbered like the reliability doc's section 1.4:
 Transient errors (storage unavailable, DB ``OperationalError``) are retried in-process with
 full-jitter exponential backoff, bounded by ``transient_retries`` and ``max_retry_backoff_s``;
 a run keeps its claim and heartbeat while it waits. Permanent errors fail the job at once with
-their stable code. Any other exception (an engine bug, an ``AssertionError``, CUDA out of memory)
+their stable code. The job stores a fixed message per code (:mod:`workers.failures`), never an
+exception's text; the detail is logged with the job id. Any other exception (an engine bug, an ``AssertionError``, CUDA out of memory)
 fails the job at once with ``internal_error`` (traceback in the log, only the exception type in
 the job's message); the task framework's own exceptions (``passthrough_exceptions``) and
 ``KeyboardInterrupt``/``SystemExit`` still propagate.
@@ -59,6 +60,7 @@ from tryon.errors import (
 from tryon.records import jobs
 from tryon.records.db import session_scope
 from tryon.records.models import Garment, Photo, TryOnJob, WebhookDelivery
+from workers.failures import REDACTED_MESSAGES, stored_message, unexpected_error_message
 from workers.inputs import load_inputs
 
 log = logging.getLogger(__name__)
@@ -108,18 +110,6 @@ def default_worker_id(pid: int | None = None) -> str:
     process rebuilds a killed pool child's id from the child's pid (``pid``) to fence
     :meth:`JobRunner.mark_timed_out`."""
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-def unexpected_error_message(exc: BaseException) -> str:
-    """The client-facing message of an ``internal_error`` from an unexpected exception: the
-    exception type only (its text may carry paths, tensor shapes or other internals; the full
-    traceback is in the worker's log). An out-of-memory error (``torch.OutOfMemoryError``,
-    recognised by name so torch is never imported here) says so, as it may work later or with
-    fewer samples."""
-    name = type(exc).__name__
-    if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
-        return f"The engine ran out of memory ({name}); try again later or with fewer samples."
-    return f"The engine failed unexpectedly ({name})."
 
 
 def retry_transient(
@@ -339,27 +329,32 @@ class JobRunner:
             outcome = None
         except self.timeout_exceptions:
             self._delete(written)
-            return self._fail(job_id, attempt, jobs.TIMEOUT,
-                              "The job took longer than the time limit and was stopped.", timings)
+            return self._fail(job_id, attempt, jobs.TIMEOUT, REDACTED_MESSAGES[jobs.TIMEOUT],
+                              timings)
         except self.passthrough_exceptions:
             raise
         except TryOnError as exc:
             self._delete(written)
-            return self._fail(job_id, attempt, exc.code, exc.message, timings)
+            log.warning("job=%s attempt=%d %s: %s", job_id, attempt, exc.code, exc)
+            return self._fail(job_id, attempt, exc.code, stored_message(exc.code, exc), timings)
         except TRANSIENT_ERRORS as exc:
+            # out of retries; the exception's text (SQL, parameters, hosts) goes to the log only
             self._delete(written)
-            code = getattr(exc, "code", "service_unavailable")
-            return self._fail(job_id, attempt, code, f"{type(exc).__name__}: {exc}"[:500], timings)
+            # (SQLAlchemy errors have a `code` of their own, e.g. "e3q8": not ours)
+            code = exc.code if isinstance(exc, TryOnError) else "service_unavailable"
+            log.warning("job=%s attempt=%d %s after retries: %s", job_id, attempt, code, exc)
+            return self._fail(job_id, attempt, code, stored_message(code, exc), timings)
         except KeyError as exc:  # tryon.storage.ObjectNotFoundError: an input object is gone
             self._delete(written)
+            log.warning("job=%s attempt=%d inputs_missing: %r", job_id, attempt, exc)
             return self._fail(job_id, attempt, "inputs_missing",
-                              f"A stored input of this job is missing: {exc}"[:500], timings)
+                              stored_message("inputs_missing", exc), timings)
         except (ValueError, OSError) as exc:
             # undecodable stored inputs and the like: permanent for this job
             log.exception("job=%s attempt=%d failed", job_id, attempt)
             self._delete(written)
             return self._fail(job_id, attempt, "internal_error",
-                              f"{type(exc).__name__}: {exc}"[:500], timings)
+                              stored_message("internal_error", exc), timings)
         except Exception as exc:  # noqa: BLE001 - the last resort; see unexpected_error_message
             # Left to propagate, the job would stay "running" with a dead heartbeat, be re-run
             # until max_attempts (repeating the same crash) and end as a misleading worker_lost.

@@ -24,12 +24,12 @@ from tryon.records import jobs
 from tryon.records.models import Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
 from tryon.storage import LocalStorage
 from tryon.webhooks import verify
+from workers.failures import unexpected_error_message
 from workers.runner import (
     BusyError,
     JobRunner,
     default_worker_id,
     deliver_webhook,
-    unexpected_error_message,
 )
 
 
@@ -459,3 +459,51 @@ def test_webhook_to_private_address_is_refused_without_insecure_flag(settings, f
         assert recv.received == []
     finally:
         recv.close()
+
+
+class _DbDownStorage:
+    """Storage whose reads raise a database error carrying SQL, parameters and the host."""
+
+    def __init__(self, inner: LocalStorage) -> None:
+        self.inner = inner
+
+    def get(self, key: str) -> bytes:
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("SELECT api_keys.secret FROM api_keys WHERE id = %(id)s",
+                               {"id": "k-123"}, Exception("could not connect to db.internal:5432"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_failed_job_stores_a_redacted_message_and_logs_the_detail(  # type: ignore[no-untyped-def]
+        settings, factory, storage, ids, caplog) -> None:
+    """Issue 11 item 3: after transient retries run out the job's message is the fixed one of
+    its code; the SQL, parameters and host go to the log with the job id."""
+    from workers.failures import REDACTED_MESSAGES
+
+    job_id = new(factory, ids)
+    runner, _, _ = make_runner(settings, factory, _DbDownStorage(storage), transient_retries=1)
+    with caplog.at_level("WARNING", logger="workers.runner"):
+        out = runner.run(job_id)
+    assert out.error_code == "service_unavailable"
+    job = row(factory, job_id)
+    assert job.error_message == REDACTED_MESSAGES["service_unavailable"]
+    for secret in ("SELECT", "api_keys", "k-123", "db.internal"):
+        assert secret not in (job.error_message or "")
+    detail = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    assert any("db.internal" in m for m in detail), detail
+
+
+def test_missing_input_message_names_no_storage_key(settings, factory, storage, ids) -> None:  # type: ignore[no-untyped-def]
+    from workers.failures import REDACTED_MESSAGES
+
+    job_id = new(factory, ids)
+    with factory() as s:
+        key = s.get(Photo, ids["photo"]).image_key  # type: ignore[union-attr]
+    storage.delete(key)
+    runner, _, _ = make_runner(settings, factory, storage)
+    assert runner.run(job_id).error_code == "inputs_missing"
+    message = row(factory, job_id).error_message or ""
+    assert message == REDACTED_MESSAGES["inputs_missing"] and key not in message
