@@ -36,16 +36,13 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
@@ -54,23 +51,21 @@ from tryon.engines.request import JobParams
 from tryon.errors import (
     CanceledError,
     InvalidInputError,
-    StorageUnavailableError,
     TryOnError,
 )
 from tryon.records import jobs
 from tryon.records.db import session_scope
-from tryon.records.models import Garment, Photo, TryOnJob, WebhookDelivery
+from tryon.records.models import Garment, Photo, TryOnJob
 from workers.failures import REDACTED_MESSAGES, stored_message, unexpected_error_message
+from workers.heartbeat import JobHeartbeat
 from workers.inputs import load_inputs
+from workers.refcache import StorageReferenceCache
+from workers.retry import TRANSIENT_ERRORS, retry_transient
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: errors worth retrying in-process: the same call may work a moment later
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageUnavailableError, OperationalError)
-#: first backoff delay (seconds); doubled per retry, full jitter, capped by max_retry_backoff_s
-RETRY_BASE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -110,129 +105,6 @@ def default_worker_id(pid: int | None = None) -> str:
     process rebuilds a killed pool child's id from the child's pid (``pid``) to fence
     :meth:`JobRunner.mark_timed_out`."""
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-def retry_transient(
-    fn: Callable[[], T],
-    *,
-    retries: int,
-    cap_s: float,
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
-    what: str = "call",
-) -> T:
-    """Call ``fn``; on a transient error sleep ``uniform(0, min(cap_s, 0.5 * 2**i))`` and try
-    again, at most ``retries`` more times, then re-raise the last error."""
-    r = rng or random.Random()
-    for i in range(retries + 1):
-        try:
-            return fn()
-        except TRANSIENT_ERRORS as exc:
-            if i >= retries:
-                raise
-            delay = r.uniform(0.0, min(cap_s, RETRY_BASE_S * 2**i))
-            log.warning("transient error in %s (try %d/%d), retrying in %.2fs: %s",
-                        what, i + 1, retries + 1, delay, exc)
-            sleep(delay)
-    raise AssertionError("unreachable")
-
-
-# --------------------------------------------------------------------------------------
-# derived garment data
-
-
-class StorageReferenceCache:
-    """A :class:`~tryon.engines.base.ReferenceCache` on object storage, per garment: name ``n``
-    lives at ``derived/<garment owner>/<garment>/<n>.npz`` (:func:`tryon.storage.derived_key`),
-    so deleting the garment's ``derived`` prefix removes it all.
-
-    Storage errors are retried through ``retry`` and then swallowed (a miss, or data not
-    kept). ``present`` maps the names known to exist (read or written) to their keys;
-    ``written`` lists the keys this run wrote.
-    """
-
-    def __init__(self, storage: Any, owner_id: str, garment_id: str,
-                 retry: Callable[[Callable[[], Any], str], Any]) -> None:
-        self.storage, self.owner_id, self.garment_id = storage, owner_id, garment_id
-        self._retry = retry
-        self.present: dict[str, str] = {}
-        self.written: list[str] = []
-
-    def key(self, name: str) -> str:
-        from tryon.storage import derived_key
-
-        return derived_key(self.owner_id, self.garment_id, name)
-
-    def get(self, name: str) -> bytes | None:
-        key = self.key(name)
-        try:
-            data: bytes = self._retry(lambda: self.storage.get(key), "derived.get")
-        except KeyError:  # ObjectNotFoundError: not cached yet
-            return None
-        except TRANSIENT_ERRORS as exc:
-            log.warning("derived %s unreadable, recomputing: %s", key, exc)
-            return None
-        self.present[name] = key
-        return data
-
-    def put(self, name: str, data: bytes) -> None:
-        key = self.key(name)
-        try:
-            self._retry(lambda: self.storage.put(key, data, "application/octet-stream"),
-                        "derived.put")
-        except TRANSIENT_ERRORS as exc:
-            log.warning("derived %s not stored: %s", key, exc)
-            return
-        self.present[name] = key
-        self.written.append(key)
-
-
-# --------------------------------------------------------------------------------------
-# heartbeat
-
-
-class _Heartbeat:
-    """Writes the fenced heartbeat (with the latest progress and stage) every ``interval_s`` on
-    its own thread, so a slow first step (a model load) still counts as alive. ``lost`` turns
-    True once the CAS fails; the engine sees it through ``should_cancel``."""
-
-    def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int,
-                 interval_s: float) -> None:
-        self._factory, self._job_id, self._attempt = factory, job_id, attempt
-        self._interval = interval_s
-        self.progress = 0.0
-        self.stage = "starting"
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self._interval + 5)
-
-    def beat(self) -> bool:
-        try:
-            with session_scope(self._factory) as s:
-                ok = jobs.heartbeat(s, self._job_id, self._attempt, self.progress, self.stage)
-        except OperationalError as exc:
-            # a DB blip: keep going; the next beat retries and fencing protects the finish
-            log.warning("job=%s heartbeat failed: %s", self._job_id, exc)
-            return not self.lost
-        if not ok:
-            self.lost = True
-        return ok
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            if not self.beat():
-                return
-
-    def should_cancel(self) -> bool:
-        return self.lost
 
 
 # --------------------------------------------------------------------------------------
@@ -319,7 +191,7 @@ class JobRunner:
         log.info("job=%s attempt=%d claimed by %s", job_id, attempt, self.worker_id)
         written: list[str] = []
         timings: dict[str, float] = {}
-        hb = _Heartbeat(self.session_factory, job_id, attempt, self.settings.heartbeat_interval_s)
+        hb = JobHeartbeat(self.session_factory, job_id, attempt, self.settings.heartbeat_interval_s)
         try:
             with hb:
                 outcome = self._work(job_id, attempt, hb, written, timings)
@@ -379,7 +251,7 @@ class JobRunner:
             return RunOutcome(job_id, "failed", attempt, code)
         return RunOutcome(job_id, "fenced", attempt, code)
 
-    def _work(self, job_id: str, attempt: int, hb: _Heartbeat, written: list[str],
+    def _work(self, job_id: str, attempt: int, hb: JobHeartbeat, written: list[str],
               timings: dict[str, float]) -> RunOutcome | None:
         from tryon.storage import result_key
 
@@ -427,7 +299,7 @@ class JobRunner:
             output = engine.render(request, callback=on_step, should_cancel=hb.should_cancel)
         finally:
             CURRENT_JOB.reset(token)
-            self._record_derived(garment.id, cache, output.record if output else None)
+            self._drop_cache_if_garment_gone(garment.id, cache)
         timings["sampling"] = round(time.monotonic() - t, 3)
         if hb.lost:
             raise _Fenced
@@ -465,37 +337,25 @@ class JobRunner:
         self._notify(job_id)
         return RunOutcome(job_id, "succeeded", attempt)
 
-    def _record_derived(self, garment_id: str, cache: StorageReferenceCache,
-                        record: dict[str, Any] | None) -> None:
-        """Note the engine's cached garment data in ``Garment.derived[version] =
-        {"reference_key", "tokens_key"}`` (one short transaction). If the garment was deleted
-        meanwhile, delete what this run wrote (its delete may have swept the prefix before).
-        Never raises: the cache is an optimisation, the job's outcome does not depend on it."""
-        info = (record or {}).get("reference_cache") or {}
-        ref, tok, version = info.get("reference"), info.get("tokens"), info.get("version")
-        entry = None
-        if version and ref in cache.present and tok in cache.present:
-            entry = {"reference_key": cache.present[ref], "tokens_key": cache.present[tok]}
-        if entry is None and not cache.written:
+    def _drop_cache_if_garment_gone(self, garment_id: str,
+                                    cache: StorageReferenceCache) -> None:
+        """If the garment was deleted while this run wrote its derived data, delete what the
+        run wrote (the garment's delete may have swept the ``derived`` prefix before). Never
+        raises: the cache is an optimisation, the job's outcome does not depend on it."""
+        if not cache.written:
             return
 
-        def write(s: Session) -> bool:
-            g = s.get(Garment, garment_id, populate_existing=True, with_for_update=True)
-            if g is None or g.deleted_at is not None:
-                return False
-            derived = dict(g.derived or {})
-            if entry is not None and derived.get(str(version)) != entry:
-                derived[str(version)] = entry
-                g.derived = derived  # a new object: SQLAlchemy sees the JSON change
-            return True
+        def alive(s: Session) -> bool:
+            g = s.get(Garment, garment_id, populate_existing=True)
+            return g is not None and g.deleted_at is None
 
         try:
-            alive = self._db(write, "record derived")
+            if self._db(alive, "garment alive"):
+                return
         except TRANSIENT_ERRORS as exc:
-            log.warning("garment=%s derived data not recorded: %s", garment_id, exc)
+            log.warning("garment=%s not checked after caching: %s", garment_id, exc)
             return
-        if not alive:
-            self._delete(cache.written)
+        self._delete(cache.written)
 
     # -- hard time limit ----------------------------------------------------------------
     def mark_timed_out(self, job_id: str, killed_worker_id: str) -> bool:
@@ -526,71 +386,3 @@ class JobRunner:
         return ok
 
 
-# --------------------------------------------------------------------------------------
-# webhooks
-
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    """``status``: delivered | retry (after ``countdown_s``) | failed | skipped."""
-
-    status: str
-    countdown_s: float = 0.0
-
-
-def deliver_webhook(
-    settings: Settings,
-    factory: sessionmaker[Session],
-    delivery_id: str,
-    *,
-    secret: str,
-    rng: random.Random | None = None,
-    resolver: Any = None,
-) -> DeliveryOutcome:
-    """Attempt one delivery of outbox row ``delivery_id`` (idempotent per event id).
-
-    The URL is checked again (DNS may have changed since registration); the signature and
-    ``webhook-id`` follow Standard Webhooks. After ``webhook_max_attempts`` failures the row is
-    ``failed`` (the dead-letter state ops can see).
-    """
-    import json
-
-    from tryon import webhooks
-
-    with session_scope(factory) as s:
-        row = s.get(WebhookDelivery, delivery_id)
-        if row is None or row.status != "pending":
-            return DeliveryOutcome("skipped")
-        url, event_id, payload, attempt = row.url, row.event_id, dict(row.payload), row.attempt
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    try:
-        checked = webhooks.validate_webhook_url(
-            url, resolver=resolver, allow_http=settings.webhook_allow_insecure,
-            allow_private=settings.webhook_allow_insecure)
-        headers = webhooks.sign(secret, event_id, int(time.time()), body)
-        result = webhooks.deliver(checked, headers, body)
-    except InvalidInputError as exc:
-        result = webhooks.DeliveryResult(False, None, exc.message)
-    attempt += 1
-    if result.ok:
-        status, countdown = "delivered", 0.0
-    elif attempt >= settings.webhook_max_attempts:
-        status, countdown = "failed", 0.0
-    else:
-        status = "pending"
-        countdown = webhooks.backoff_s(attempt, cap=settings.max_retry_backoff_s, rng=rng)
-    with session_scope(factory) as s:
-        row = s.get(WebhookDelivery, delivery_id)
-        if row is not None:
-            row.attempt = attempt
-            row.status = status
-            # when the retry message is due; the reaper re-sends it if it is overdue (lost)
-            row.next_attempt_at = (jobs.db_now(s) + timedelta(seconds=countdown)
-                                   if status == "pending" else None)
-            row.last_status_code = result.status_code
-            row.last_error = result.error
-            if result.ok:
-                row.delivered_at = jobs.db_now(s)
-    log.info("webhook delivery=%s event=%s attempt=%d status=%s code=%s", delivery_id, event_id,
-             attempt, status, result.status_code)
-    return DeliveryOutcome("retry" if status == "pending" else status, countdown)

@@ -10,7 +10,6 @@ registers itself in the worker registry and loads its engines right after the fo
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from celery.exceptions import (
@@ -25,13 +24,15 @@ from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon.backoff import backoff_s
 from tryon.celeryconf import TASK_DELIVER_WEBHOOK, TASK_REAP, TASK_RUN_JOB
 from tryon.config import Settings, load_settings
 from tryon.records import jobs
 from tryon.records.db import make_engine, make_session_factory, session_scope
 from workers.app import make_celery, publish_job, publish_webhooks
 from workers.reaper import Reaper
-from workers.runner import BusyError, JobRunner, default_worker_id, deliver_webhook
+from workers.runner import BusyError, JobRunner, default_worker_id
+from workers.webhooks import deliver_webhook
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def run_job(self: Any, job_id: str) -> str:
         # the DB is down before the claim: nothing was done; back off and try again
         if self.request.retries >= 3:
             raise
-        delay = random.uniform(0, min(settings.max_retry_backoff_s, 2.0 * 2**self.request.retries))
+        delay = backoff_s(self.request.retries + 1, base=2.0, cap=settings.max_retry_backoff_s)
         raise self.retry(exc=exc, countdown=delay, max_retries=None) from None
 
 

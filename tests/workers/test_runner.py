@@ -29,8 +29,8 @@ from workers.runner import (
     BusyError,
     JobRunner,
     default_worker_id,
-    deliver_webhook,
 )
+from workers.webhooks import deliver_webhook
 
 
 @pytest.fixture

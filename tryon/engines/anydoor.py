@@ -111,8 +111,8 @@ def reference_cache_names(
     The prepared reference depends on the pixels, the preprocessing version, the expand ratio
     and the reference size; the tokens additionally on the weights, the dtype and the device
     type (GPU kernels round differently from CPU ones), so each name hashes all of them and a
-    name never changes meaning. The weights checksum is in the reference's name too: an entry
-    in ``Garment.derived`` is a unit per model version.
+    name never changes meaning. The weights checksum is in the reference's name too, so the
+    pair is a unit per model version.
     """
     from tryon.anydoor.preprocess import PREPROCESS_VERSION
 

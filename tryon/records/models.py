@@ -93,10 +93,6 @@ class Garment(Base):
     image_sha256: Mapped[str] = mapped_column(String(64), default="")
     width: Mapped[int] = mapped_column(Integer, default=0)
     height: Mapped[int] = mapped_column(Integer, default=0)
-    #: derived data per model version (written by the worker, objects under
-    #: ``derived/<owner>/<garment>/``): {"<weights sha>:<preprocess>:<dtype>:<device>":
-    #: {"reference_key": prepared reference + HF map (npz), "tokens_key": ID tokens (npz)}}
-    derived: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 

@@ -125,8 +125,7 @@ def delete_garment(garment_id: str) -> tuple[str, int]:
     g = _own_garment(garment_id)
     g.deleted_at = utcnow()
     keys = [g.image_key, g.mask_key]
-    # every derived object lives under this prefix, recorded in g.derived or not (a worker
-    # may have stored one and lost the race to record it)
+    # every derived object (engine caches, tryon.storage.derived_key) lives under this prefix
     prefix = derived_prefix(g.owner_id, g.id)
     open_jobs = session.scalars(
         select(TryOnJob.id).where(TryOnJob.garment_id == g.id,
