@@ -11,7 +11,7 @@ from sqlalchemy import select
 from tryon.errors import NotFoundError
 from tryon.records.models import Garment, TryOnJob, utcnow
 from tryon.types import Role
-from web.api.common import AUTH_DOC, cancel_open_job, consumes, iso, paginate, read_upload
+from web.api.common import AUTH_DOC, consumes, iso, paginate, read_upload
 from web.auth import current_principal, roles
 from web.schemas import GarmentIn, GarmentOut, GarmentPage, PageQuery
 from web.services import db_session, services
@@ -118,6 +118,7 @@ def get_garment(garment_id: str) -> dict[str, Any]:
 def delete_garment(garment_id: str) -> tuple[str, int]:
     """Delete a garment: open try-ons using it are canceled, its files removed (with the
     engine data derived from it)."""
+    from tryon.records.erasure import cancel_open_jobs
     from tryon.storage import derived_prefix
 
     svc = services()
@@ -131,8 +132,7 @@ def delete_garment(garment_id: str) -> tuple[str, int]:
         select(TryOnJob.id).where(TryOnJob.garment_id == g.id,
                                   TryOnJob.status.in_(("queued", "running")))
     ).all()
-    for job_id in open_jobs:
-        cancel_open_job(session, job_id)
+    cancel_open_jobs(session, open_jobs)
     session.commit()
     for key in keys:
         svc.storage.delete(key)
