@@ -22,7 +22,6 @@ logged and retried by a later pass; it never stops the job recovery above.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -144,8 +143,3 @@ class Reaper:
         (see :func:`jobs.reap_webhooks`; claimed, so concurrent reapers send each once)."""
         grace = self.settings.republish_after_s
         return jobs.reap_webhooks(session, first_publish_after_s=grace, overdue_grace_s=grace)
-
-    def loop(self, stop: threading.Event) -> None:
-        """Run a pass every ``reaper_interval_s`` until ``stop`` is set."""
-        while not stop.wait(self.settings.reaper_interval_s):
-            self.run_once()

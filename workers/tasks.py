@@ -27,9 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from tryon.backoff import backoff_s
 from tryon.celeryconf import TASK_DELIVER_WEBHOOK, TASK_REAP, TASK_RUN_JOB
 from tryon.config import Settings, load_settings
+from tryon.dispatch import Dispatcher
 from tryon.records import jobs
 from tryon.records.db import make_engine, make_session_factory, session_scope
-from workers.app import make_celery, publish_job, publish_webhooks
+from workers.app import make_celery
 from workers.reaper import Reaper
 from workers.runner import BusyError, JobRunner, default_worker_id
 from workers.webhooks import deliver_webhook
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 settings: Settings = load_settings()
 app = make_celery(settings)
+#: publishes with this module's app (the one the worker runs)
+dispatcher = Dispatcher(settings, lambda: app)
 
 _state: dict[str, Any] = {}
 
@@ -101,7 +104,7 @@ def session_factory() -> sessionmaker[Session]:
 def _notify_terminal(job_id: str) -> None:
     with session_scope(session_factory()) as s:
         ids = jobs.pending_deliveries(s, job_id)
-    publish_webhooks(app, settings, ids)
+    dispatcher.publish_webhooks(ids)
 
 
 def runner() -> JobRunner:
@@ -123,8 +126,7 @@ def reaper() -> Reaper:
     if "reaper" not in _state:
         _state["reaper"] = Reaper(
             settings, session_factory(),
-            lambda job_id, queue: publish_job(app, settings, job_id, queue),
-            lambda ids: publish_webhooks(app, settings, ids),
+            dispatcher.publish, dispatcher.publish_webhooks,
         )
     return _state["reaper"]
 

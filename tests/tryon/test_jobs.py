@@ -29,6 +29,20 @@ from tryon.records.models import (
     WebhookDelivery,
 )
 
+
+def claim_job(session: Session, job_id: str, worker_id: str, now: datetime | None = None, *,
+              stale_after_s: float | None = None) -> int | None:
+    """:func:`jobs.try_claim` reduced to the fencing token (``None`` when not claimed)."""
+    claim = jobs.try_claim(session, job_id, worker_id, now=now, stale_after_s=stale_after_s)
+    return claim.attempt if claim.outcome is jobs.ClaimOutcome.CLAIMED else None
+
+
+def still_owner(session: Session, job_id: str, attempt: int) -> bool:
+    """(test helper) True while attempt ``attempt`` owns the running job and no cancel was requested."""
+    row = session.get(TryOnJob, job_id, populate_existing=True)
+    return bool(row is not None and row.status == jobs.RUNNING and row.attempt == attempt
+                and not row.cancel_requested)
+
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -94,14 +108,14 @@ def test_claim_heartbeat_finish_and_fencing(factory: sessionmaker[Session]) -> N
         job_id = new_job(s, ids, webhook_url="https://example.com/hook")
         s.commit()
         assert jobs.mark_published(s, job_id, now=T0)
-        a1 = jobs.claim_job(s, job_id, "w1", now=T0)
+        a1 = claim_job(s, job_id, "w1", now=T0)
         assert a1 == 1
         # a second claim while the heartbeat is fresh does nothing
         assert jobs.try_claim(s, job_id, "w2", now=T0 + timedelta(seconds=5),
                               stale_after_s=30).outcome is jobs.ClaimOutcome.BUSY
         assert jobs.heartbeat(s, job_id, 1, 0.5, "sampling", now=T0 + timedelta(seconds=10))
         # stale: a redelivered message takes over with attempt 2 (the fencing token)
-        a2 = jobs.claim_job(s, job_id, "w2", now=T0 + timedelta(seconds=60), stale_after_s=30)
+        a2 = claim_job(s, job_id, "w2", now=T0 + timedelta(seconds=60), stale_after_s=30)
         assert a2 == 2
         assert not jobs.heartbeat(s, job_id, 1, 0.6, "sampling")
         assert not jobs.finish_success(s, job_id, 1, [spec()])
@@ -112,7 +126,7 @@ def test_claim_heartbeat_finish_and_fencing(factory: sessionmaker[Session]) -> N
         results = s.execute(select(TryOnResult).where(TryOnResult.job_id == job_id)).scalars().all()
         assert [(r.attempt, r.index) for r in results] == [(2, 0)]
         # terminal: nothing moves it any more
-        assert jobs.claim_job(s, job_id, "w3", now=T0 + timedelta(hours=1), stale_after_s=1) is None
+        assert claim_job(s, job_id, "w3", now=T0 + timedelta(hours=1), stale_after_s=1) is None
         assert not jobs.finish_failure(s, job_id, 2, "x", "y")
         with pytest.raises(ConflictError):
             jobs.cancel_job(s, job_id)
@@ -127,7 +141,7 @@ def test_exhausted_attempts_fail_with_worker_lost(factory: sessionmaker[Session]
         job_id = new_job(s, seed_inputs(s), max_attempts=2)
         now = T0
         for expected in (1, 2):
-            assert jobs.claim_job(s, job_id, "w", now=now, stale_after_s=30) == expected
+            assert claim_job(s, job_id, "w", now=now, stale_after_s=30) == expected
             now += timedelta(seconds=60)
         claim = jobs.try_claim(s, job_id, "w", now=now, stale_after_s=30)
         assert claim.outcome is jobs.ClaimOutcome.EXHAUSTED
@@ -141,25 +155,25 @@ def test_cancel_queued_and_running_and_retry(factory: sessionmaker[Session]) -> 
         ids = seed_inputs(s)
         queued = new_job(s, ids)
         running = new_job(s, ids)
-        assert jobs.claim_job(s, running, "w") == 1
+        assert claim_job(s, running, "w") == 1
         assert jobs.cancel_job(s, queued).status == "canceled"
         assert jobs.cancel_job(s, queued).status == "canceled"  # idempotent
         assert jobs.cancel_job(s, running).status == "canceled"
         # the running attempt learns it at its next heartbeat and cannot finish
         assert not jobs.heartbeat(s, running, 1, 0.3)
-        assert not jobs.still_owner(s, running, 1)
+        assert not still_owner(s, running, 1)
         assert not jobs.finish_success(s, running, 1, [spec()])
         with pytest.raises(NotFoundError):
             jobs.cancel_job(s, "0" * 32)
         # ops retry: failed -> queued, attempt kept (old runs stay fenced), budget extended
         failing = new_job(s, ids, max_attempts=1)
-        assert jobs.claim_job(s, failing, "w") == 1
+        assert claim_job(s, failing, "w") == 1
         assert jobs.finish_failure(s, failing, 1, "storage_unavailable", "down")
         with pytest.raises(ConflictError):
             jobs.retry_job(s, running)
         job = jobs.retry_job(s, failing, extra_attempts=2)
         assert (job.status, job.attempt, job.max_attempts, job.error_code) == ("queued", 1, 3, None)
-        assert jobs.claim_job(s, failing, "w") == 2
+        assert claim_job(s, failing, "w") == 2
         assert not jobs.finish_success(s, failing, 1, [spec()])
         s.commit()
 
@@ -182,7 +196,7 @@ def _prepare_reaper_rows(factory: sessionmaker[Session]) -> dict[str, str]:
             "done": new_job(s, ids),
         }
         for key in ("stale_retry", "stale_last", "fresh", "done"):
-            assert jobs.claim_job(s, rows[key], "w", now=T0) == 1
+            assert claim_job(s, rows[key], "w", now=T0) == 1
         assert jobs.heartbeat(s, rows["fresh"], 1, now=T0 + timedelta(seconds=95))
         assert jobs.finish_success(s, rows["done"], 1, [], now=T0)
         jobs.mark_published(s, rows["published_recently"], now=T0 + timedelta(seconds=90))
@@ -290,7 +304,7 @@ def test_unpublished_and_requeued_jobs_keep_the_short_delay(factory: sessionmake
         stale = new_job(s, ids)
         for _ in range(5):
             jobs.mark_published(s, stale, now=T0)
-        assert jobs.claim_job(s, stale, "w", now=T0) == 1
+        assert claim_job(s, stale, "w", now=T0) == 1
         s.commit()
     with factory() as s:
         rep = jobs.reap(s, now=T0 + timedelta(seconds=40), stale_after_s=30, republish_after_s=30)
@@ -301,7 +315,7 @@ def test_unpublished_and_requeued_jobs_keep_the_short_delay(factory: sessionmake
         rep = jobs.reap(s, now=T0 + timedelta(seconds=71), stale_after_s=30, republish_after_s=30)
         s.commit()
         assert sorted(j for j, _ in rep.republish) == sorted([never, stale])
-        assert jobs.claim_job(s, stale, "w", now=T0 + timedelta(seconds=72)) == 2
+        assert claim_job(s, stale, "w", now=T0 + timedelta(seconds=72)) == 2
         assert jobs.finish_failure(s, stale, 2, "boom", "x", now=T0 + timedelta(seconds=72))
         job = jobs.retry_job(s, stale)
         s.commit()
@@ -338,7 +352,7 @@ def test_reap_webhooks_first_publish_and_overdue_retries(factory: sessionmaker[S
         made = {}
         for name in ("fresh", "first_lost", "retry_due_soon", "retry_lost", "delivered"):
             job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
-            assert jobs.claim_job(s, job_id, "w", now=T0) == 1
+            assert claim_job(s, job_id, "w", now=T0) == 1
             assert jobs.finish_success(s, job_id, 1, [], now=T0)
             (made[name],) = jobs.pending_deliveries(s, job_id)
         rows = {k: s.get(WebhookDelivery, v) for k, v in made.items()}
@@ -373,7 +387,7 @@ def test_reap_webhooks_twice_concurrently_claims_each_once(
         made = []
         for _ in range(4):
             job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
-            assert jobs.claim_job(s, job_id, "w", now=T0) == 1
+            assert claim_job(s, job_id, "w", now=T0) == 1
             assert jobs.finish_failure(s, job_id, 1, "boom", "x", now=T0)
             (d,) = jobs.pending_deliveries(s, job_id)
             s.get(WebhookDelivery, d).next_attempt_at = T0  # type: ignore[union-attr]
@@ -407,7 +421,7 @@ def test_queue_stats(factory: sessionmaker[Session]) -> None:
         new_job(s, ids, created=T0)
         new_job(s, ids, created=T0 + timedelta(seconds=30))
         r = new_job(s, ids)
-        jobs.claim_job(s, r, "w", now=T0 + timedelta(seconds=40))
+        claim_job(s, r, "w", now=T0 + timedelta(seconds=40))
         s.commit()
         stats = jobs.queue_stats(s, now=T0 + timedelta(seconds=100))
     assert stats["counts"] == {"queued": 2, "running": 1, "succeeded": 0, "failed": 0,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fake_engine import FakeEngine
-from jobkit import add_job, seed_inputs
+from jobkit import add_job, claim_job, seed_inputs
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,7 +124,7 @@ def test_success_with_derived_seeds_and_fixed_keys(settings, factory, storage, i
 def test_busy_when_another_run_holds_a_fresh_heartbeat(settings, factory, storage, ids) -> None:  # type: ignore[no-untyped-def]
     job_id = new(factory, ids)
     with factory() as s:
-        assert jobs.claim_job(s, job_id, "other") == 1
+        assert claim_job(s, job_id, "other") == 1
         s.commit()
     runner, _, _ = make_runner(settings, factory, storage)
     with pytest.raises(BusyError):
@@ -233,7 +233,7 @@ def test_soft_time_limit_fails_with_timeout(settings, factory, storage, ids) -> 
     # the hard-limit path (on_failure in the parent) on another job mid-run
     job2 = new(factory, ids)
     with factory() as s:
-        jobs.claim_job(s, job2, "host:101")
+        claim_job(s, job2, "host:101")
         s.commit()
     assert runner.mark_timed_out(job2, "host:101")
     assert (row(factory, job2).status, row(factory, job2).error_code) == ("failed", "timeout")
@@ -247,11 +247,11 @@ def test_hard_limit_of_a_superseded_child_leaves_the_new_attempt_alone(settings,
     job_id = new(factory, ids)
     with factory() as s:
         t0 = jobs.db_now(s)
-        assert jobs.claim_job(s, job_id, "gpu-a:101", now=t0) == 1
+        assert claim_job(s, job_id, "gpu-a:101", now=t0) == 1
         s.commit()
     with factory() as s:
         later = t0 + timedelta(seconds=settings.stale_after_s + 1)
-        assert jobs.claim_job(s, job_id, "gpu-b:202", now=later,
+        assert claim_job(s, job_id, "gpu-b:202", now=later,
                               stale_after_s=settings.stale_after_s) == 2
         s.commit()
     runner, _, notified = make_runner(settings, factory, storage)

@@ -227,19 +227,6 @@ def try_claim(
     return Claim(ClaimOutcome.CLAIMED, attempt + 1)
 
 
-def claim_job(
-    session: Session,
-    job_id: str,
-    worker_id: str,
-    now: datetime | None = None,
-    *,
-    stale_after_s: float | None = None,
-) -> int | None:
-    """:func:`try_claim` reduced to the fencing token (``None`` when not claimed)."""
-    claim = try_claim(session, job_id, worker_id, now=now, stale_after_s=stale_after_s)
-    return claim.attempt if claim.outcome is ClaimOutcome.CLAIMED else None
-
-
 # --------------------------------------------------------------------------------------
 # the running attempt's own writes (all fenced on status=running AND attempt=N)
 
@@ -271,19 +258,6 @@ def heartbeat(
         .execution_options(**_NO_SYNC)
     )
     return res.rowcount == 1  # type: ignore[attr-defined]
-
-
-def still_owner(session: Session, job_id: str, attempt: int) -> bool:
-    """True while attempt ``attempt`` owns the running job and no cancel was requested."""
-    row = session.execute(
-        select(TryOnJob.status, TryOnJob.attempt, TryOnJob.cancel_requested).where(
-            TryOnJob.id == job_id
-        )
-    ).one_or_none()
-    return bool(
-        row is not None and row.status == RUNNING and row.attempt == attempt
-        and not row.cancel_requested
-    )
 
 
 @dataclass(frozen=True)
