@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
         app.register_blueprint(bp)
 
     def _job_stats() -> dict[str, Any] | None:
-        from tryon.records.jobs import queue_stats
+        from tryon.records.stats import queue_stats
 
         try:
             with session_factory() as s:

@@ -54,6 +54,7 @@ from tryon.errors import (
     TryOnError,
 )
 from tryon.records import jobs
+from tryon.records.clock import aware
 from tryon.records.db import session_scope
 from tryon.records.models import Garment, Photo, TryOnJob
 from workers.failures import REDACTED_MESSAGES, stored_message, unexpected_error_message
@@ -269,7 +270,7 @@ class JobRunner:
                                     code="inputs_deleted")
         if job.created_at is not None and job.started_at is not None:
             timings["queued"] = round(
-                (jobs._aware(job.started_at) - jobs._aware(job.created_at)).total_seconds(), 3)
+                (aware(job.started_at) - aware(job.created_at)).total_seconds(), 3)
         params = dict(job.params or {})
         job_params = JobParams.from_dict(params, category=garment.category,
                                          length=garment.length)

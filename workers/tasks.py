@@ -28,7 +28,7 @@ from tryon.backoff import backoff_s
 from tryon.celeryconf import TASK_DELIVER_WEBHOOK, TASK_REAP, TASK_RUN_JOB
 from tryon.config import Settings, load_settings
 from tryon.dispatch import Dispatcher
-from tryon.records import jobs
+from tryon.records import outbox
 from tryon.records.db import make_engine, make_session_factory, session_scope
 from workers.app import make_celery
 from workers.reaper import Reaper
@@ -103,7 +103,7 @@ def session_factory() -> sessionmaker[Session]:
 
 def _notify_terminal(job_id: str) -> None:
     with session_scope(session_factory()) as s:
-        ids = jobs.pending_deliveries(s, job_id)
+        ids = outbox.pending_deliveries(s, job_id)
     dispatcher.publish_webhooks(ids)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.engines.request import derive_seed, job_seeds
 from tryon.errors import ConflictError, NotFoundError
-from tryon.records import jobs
+from tryon.records import jobs, outbox, reaping, stats
 from tryon.records.db import make_engine, make_session_factory
 from tryon.records.models import (
     Account,
@@ -132,7 +132,7 @@ def test_claim_heartbeat_finish_and_fencing(factory: sessionmaker[Session]) -> N
             jobs.cancel_job(s, job_id)
         # exactly one terminal event with a stable id
         events = s.execute(select(WebhookDelivery)).scalars().all()
-        assert [e.event_id for e in events] == [jobs.event_id_for(job_id, 2, "succeeded")]
+        assert [e.event_id for e in events] == [outbox.event_id_for(job_id, 2, "succeeded")]
         assert events[0].payload["data"] == {"id": job_id, "status": "succeeded"}
 
 
@@ -209,7 +209,7 @@ def _prepare_reaper_rows(factory: sessionmaker[Session]) -> dict[str, str]:
 
 
 def _check_reaped(factory: sessionmaker[Session], rows: dict[str, str],
-                  reports: list[jobs.ReapReport]) -> None:
+                  reports: list[reaping.ReapReport]) -> None:
     with factory() as s:
         st_ = {k: state(s, v) for k, v in rows.items()}
         assert st_["stale_retry"].status == "queued"
@@ -232,28 +232,28 @@ def _check_reaped(factory: sessionmaker[Session], rows: dict[str, str],
 def test_reap_single_pass(factory: sessionmaker[Session]) -> None:
     rows = _prepare_reaper_rows(factory)
     with factory() as s:
-        report = jobs.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
+        report = reaping.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
                            republish_after_s=60)
         s.commit()
     _check_reaped(factory, rows, [report])
     # a second pass right after finds nothing to do
     with factory() as s:
-        again = jobs.reap(s, now=T0 + timedelta(seconds=101), stale_after_s=30,
+        again = reaping.reap(s, now=T0 + timedelta(seconds=101), stale_after_s=30,
                           republish_after_s=60)
-    assert again == jobs.ReapReport()
+    assert again == reaping.ReapReport()
 
 
 def test_reap_twice_concurrently_same_result_as_once(factory: sessionmaker[Session]) -> None:
     rows = _prepare_reaper_rows(factory)
     barrier = threading.Barrier(2)
-    reports: list[jobs.ReapReport] = []
+    reports: list[reaping.ReapReport] = []
     errors: list[BaseException] = []
 
     def one() -> None:
         try:
             with factory() as s:
                 barrier.wait()
-                reports.append(jobs.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
+                reports.append(reaping.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
                                          republish_after_s=60))
                 s.commit()
         except BaseException as exc:  # surfaced below
@@ -280,7 +280,7 @@ def test_reap_backs_off_republishing_a_waiting_message(factory: sessionmaker[Ses
     sent_at: list[int] = []
     for k in range(1, 181):  # the reaper every 10 s for 30 minutes
         with factory() as s:
-            rep = jobs.reap(s, now=T0 + timedelta(seconds=10 * k), stale_after_s=30,
+            rep = reaping.reap(s, now=T0 + timedelta(seconds=10 * k), stale_after_s=30,
                             republish_after_s=30)
             s.commit()
         sent_at += [10 * k for j, _ in rep.republish if j == job_id]
@@ -291,7 +291,7 @@ def test_reap_backs_off_republishing_a_waiting_message(factory: sessionmaker[Ses
 
 
 def test_republish_delay_doubles_and_is_capped() -> None:
-    assert [jobs.republish_delay_s(n, 30) for n in range(0, 10)] == [
+    assert [reaping.republish_delay_s(n, 30) for n in range(0, 10)] == [
         30, 30, 60, 120, 240, 480, 960, 1920, 1920, 1920]
 
 
@@ -307,12 +307,12 @@ def test_unpublished_and_requeued_jobs_keep_the_short_delay(factory: sessionmake
         assert claim_job(s, stale, "w", now=T0) == 1
         s.commit()
     with factory() as s:
-        rep = jobs.reap(s, now=T0 + timedelta(seconds=40), stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=T0 + timedelta(seconds=40), stale_after_s=30, republish_after_s=30)
         s.commit()
         assert sorted(j for j, _ in rep.republish) == sorted([never, stale])
         assert (state(s, never).publish_count, state(s, stale).publish_count) == (1, 1)
     with factory() as s:  # both now wait the base interval (30 s) for their next re-send
-        rep = jobs.reap(s, now=T0 + timedelta(seconds=71), stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=T0 + timedelta(seconds=71), stale_after_s=30, republish_after_s=30)
         s.commit()
         assert sorted(j for j, _ in rep.republish) == sorted([never, stale])
         assert claim_job(s, stale, "w", now=T0 + timedelta(seconds=72)) == 2
@@ -329,7 +329,7 @@ def test_unmark_published_hands_a_failed_republish_back(factory: sessionmaker[Se
         s.commit()
     at = T0 + timedelta(seconds=40)
     with factory() as s:
-        rep = jobs.reap(s, now=at, stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=at, stale_after_s=30, republish_after_s=30)
         s.commit()
     assert [j for j, _ in rep.republish] == [job_id] and rep.at == at
     with factory() as s:
@@ -338,7 +338,7 @@ def test_unmark_published_hands_a_failed_republish_back(factory: sessionmaker[Se
         s.commit()
         assert (state(s, job_id).published_at, state(s, job_id).publish_count) == (None, 1)
     with factory() as s:  # unpublished again: the very next pass sends it, no backoff
-        rep = jobs.reap(s, now=at + timedelta(seconds=1), stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=at + timedelta(seconds=1), stale_after_s=30, republish_after_s=30)
         s.commit()
     assert [j for j, _ in rep.republish] == [job_id]
 
@@ -354,7 +354,7 @@ def test_reap_webhooks_first_publish_and_overdue_retries(factory: sessionmaker[S
             job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
             assert claim_job(s, job_id, "w", now=T0) == 1
             assert jobs.finish_success(s, job_id, 1, [], now=T0)
-            (made[name],) = jobs.pending_deliveries(s, job_id)
+            (made[name],) = outbox.pending_deliveries(s, job_id)
         rows = {k: s.get(WebhookDelivery, v) for k, v in made.items()}
         for r in rows.values():
             r.created_at = T0  # type: ignore[union-attr]
@@ -368,7 +368,7 @@ def test_reap_webhooks_first_publish_and_overdue_retries(factory: sessionmaker[S
 
     def reap_at(seconds: int) -> list[str]:
         with factory() as s:
-            out = jobs.reap_webhooks(s, now=T0 + timedelta(seconds=seconds),
+            out = outbox.reap_webhooks(s, now=T0 + timedelta(seconds=seconds),
                                      first_publish_after_s=30, overdue_grace_s=30)
             s.commit()
         return sorted(out)
@@ -389,7 +389,7 @@ def test_reap_webhooks_twice_concurrently_claims_each_once(
             job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
             assert claim_job(s, job_id, "w", now=T0) == 1
             assert jobs.finish_failure(s, job_id, 1, "boom", "x", now=T0)
-            (d,) = jobs.pending_deliveries(s, job_id)
+            (d,) = outbox.pending_deliveries(s, job_id)
             s.get(WebhookDelivery, d).next_attempt_at = T0  # type: ignore[union-attr]
             made.append(d)
         s.commit()
@@ -401,7 +401,7 @@ def test_reap_webhooks_twice_concurrently_claims_each_once(
         try:
             with factory() as s:
                 barrier.wait()
-                claimed.extend(jobs.reap_webhooks(s, now=T0 + timedelta(seconds=100)))
+                claimed.extend(outbox.reap_webhooks(s, now=T0 + timedelta(seconds=100)))
                 s.commit()
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -423,12 +423,12 @@ def test_queue_stats(factory: sessionmaker[Session]) -> None:
         r = new_job(s, ids)
         claim_job(s, r, "w", now=T0 + timedelta(seconds=40))
         s.commit()
-        stats = jobs.queue_stats(s, now=T0 + timedelta(seconds=100))
-    assert stats["counts"] == {"queued": 2, "running": 1, "succeeded": 0, "failed": 0,
+        got = stats.queue_stats(s, now=T0 + timedelta(seconds=100))
+    assert got["counts"] == {"queued": 2, "running": 1, "succeeded": 0, "failed": 0,
                                "canceled": 0}
-    assert stats["by_queue"]["cpu"]["queued"] == 2
-    assert stats["oldest_queued_age_s"] == pytest.approx(100)
-    assert stats["oldest_running_age_s"] == pytest.approx(60)
+    assert got["by_queue"]["cpu"]["queued"] == 2
+    assert got["oldest_queued_age_s"] == pytest.approx(100)
+    assert got["oldest_running_age_s"] == pytest.approx(60)
 
 
 # ---------------------------------------------------------------------------------------
@@ -522,7 +522,7 @@ class JobMachine(RuleBasedStateMachine):
 
     @rule()
     def reap(self) -> None:
-        jobs.reap(self.session, now=self.now, stale_after_s=30, republish_after_s=30)
+        reaping.reap(self.session, now=self.now, stale_after_s=30, republish_after_s=30)
         self.session.commit()
 
     @precondition(lambda self: self.jobs)

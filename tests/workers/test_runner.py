@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tryon.config import Settings
 from tryon.engines.request import job_seeds
 from tryon.errors import StorageUnavailableError
-from tryon.records import jobs
+from tryon.records import jobs, outbox
 from tryon.records.models import Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
 from tryon.storage import LocalStorage
 from tryon.webhooks import verify
@@ -397,7 +397,7 @@ def test_webhook_signed_stable_id_and_retried(settings, factory, storage, ids) -
         runner, _, notified = make_runner(settings, factory, storage)
         assert runner.run(job_id).status == "succeeded"
         with factory() as s:
-            (delivery_id,) = jobs.pending_deliveries(s, job_id)
+            (delivery_id,) = outbox.pending_deliveries(s, job_id)
         with factory() as s:
             before = jobs.db_now(s)
             assert s.get(WebhookDelivery, delivery_id).next_attempt_at is None  # type: ignore[union-attr]
@@ -420,7 +420,7 @@ def test_webhook_signed_stable_id_and_retried(settings, factory, storage, ids) -
         for headers, body in recv.received:
             ids_seen.add(verify(settings.secret_key, headers, body))
             assert json.loads(body)["data"] == {"id": job_id, "status": "succeeded"}
-        assert ids_seen == {jobs.event_id_for(job_id, 1, "succeeded")}
+        assert ids_seen == {outbox.event_id_for(job_id, 1, "succeeded")}
         with factory() as s:
             d = s.get(WebhookDelivery, delivery_id)
             assert (d.status, d.attempt, d.last_status_code) == ("delivered", 2, 200)  # type: ignore[union-attr]
@@ -436,7 +436,7 @@ def test_webhook_dead_letter_after_max_attempts(settings, factory, storage, ids)
         runner, _, _ = make_runner(settings, factory, storage)
         runner.run(job_id)
         with factory() as s:
-            (delivery_id,) = jobs.pending_deliveries(s, job_id)
+            (delivery_id,) = outbox.pending_deliveries(s, job_id)
         outcomes = [deliver_webhook(settings, factory, delivery_id, secret="k").status
                     for _ in range(3)]
         assert outcomes == ["retry", "failed", "skipped"]
@@ -454,7 +454,7 @@ def test_webhook_to_private_address_is_refused_without_insecure_flag(settings, f
         runner, _, _ = make_runner(strict, factory, storage)
         runner.run(job_id)
         with factory() as s:
-            (delivery_id,) = jobs.pending_deliveries(s, job_id)
+            (delivery_id,) = outbox.pending_deliveries(s, job_id)
         assert deliver_webhook(strict, factory, delivery_id, secret="k").status == "failed"
         assert recv.received == []
     finally:

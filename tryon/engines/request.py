@@ -72,7 +72,7 @@ class JobParams:
         try:
             raw_box = data.get("box")
             return cls(
-                category=Category(data.get("category") or category),
+                category=Category(data.get("category") or category or ""),
                 length=GarmentLength(data.get("length") or length or GarmentLength.REGULAR),
                 box=None if not raw_box else Box(*(int(v) for v in raw_box)),
                 mask=MaskMode(data.get("mask") or MaskMode.BOX),

@@ -15,7 +15,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tryon.celeryconf import queue_for_engine
-from tryon.records.jobs import RUNNING, _aware, db_now
+from tryon.records.clock import aware as _aware
+from tryon.records.clock import db_now
+from tryon.records.jobs import RUNNING
 from tryon.records.models import TryOnJob, WorkerProcess
 
 LOADING, READY, FAILED = "loading", "ready", "failed"

@@ -69,7 +69,7 @@ def broker_depth() -> dict[str, Any]:
 def queues() -> dict[str, Any]:
     """Job counts by status (overall and per queue), the age of the oldest queued and running
     job, and the broker's queue depth (`broker.source` says how it was measured)."""
-    from tryon.records.jobs import queue_stats
+    from tryon.records.stats import queue_stats
 
     stats = queue_stats(db_session())
     stats["broker"] = broker_depth()
