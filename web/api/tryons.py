@@ -191,9 +191,8 @@ def create_tryon(body: dict[str, Any]) -> Any:
     owner = current_principal().account_id
     # 1. idempotency: replay, mismatch or in flight
     key = _idempotency_key()
-    # `mask` at its default is left out: it means the same request as before the field existed,
-    # so keys stored then (and bodies that omit it) keep matching
-    digest = request_hash({k: v for k, v in body.items() if k not in _FIELD_DEFAULTS or _FIELD_DEFAULTS[k] != v})
+    digest = request_hash({k: v for k, v in body.items()
+                           if k not in _FIELD_DEFAULTS or _FIELD_DEFAULTS[k] != v})
     if key is not None:
         replay = _replay(owner, key, digest)
         if replay is not None:
@@ -203,7 +202,6 @@ def create_tryon(body: dict[str, Any]) -> Any:
     garment = session.get(Garment, body["garment_id"])
     if garment is None or garment.deleted_at is not None:
         raise NotFoundError("Garment not found.", code="garment_not_found")
-    engine, queue = _engine_and_queue(body.get("engine"))
     params = job_params(body, garment, svc.settings)
     if params.box is not None:
         x1, y1, x2, y2 = params.box.as_list()
@@ -221,6 +219,8 @@ def create_tryon(body: dict[str, Any]) -> Any:
 
         resolve_placement(stored_analysis(photo.pose, photo.verdicts, photo.placements,
                                           (photo.width, photo.height)), params)
+    # a body that can never run is a 422 first; then whether a worker can run it now (503)
+    engine, queue = _engine_and_queue(body.get("engine"))
     webhook_url = body.get("webhook_url")
     if webhook_url:
         from tryon.webhooks import validate_webhook_url
