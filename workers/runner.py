@@ -1,17 +1,23 @@
-"""Running one try-on job, and delivering one webhook: the logic behind the thin Celery tasks.
+"""Running one try-on job: the logic behind the thin ``tryon.run_job`` Celery task.
 
 No Celery import here, so the logic is testable in-process; the tasks in :mod:`workers.tasks`
-pass in Celery's time-limit exception and publish callbacks.
+pass in Celery's time-limit exception and publish callbacks. Neighbours: the job's heartbeat
+(:mod:`workers.heartbeat`), its inputs (:mod:`workers.inputs`), the engine's garment cache
+(:mod:`workers.refcache`), transient retries (:mod:`workers.retry`), stored failure messages
+(:mod:`workers.failures`); webhook delivery is :mod:`workers.webhooks`.
 
 A run (``JobRunner.run``), numbered like the reliability doc's section 1.4:
 
 1. Claim the job (compare-and-set, ``attempt + 1`` is this run's fencing token). A finished,
    canceled or missing job is a no-op; a job running elsewhere with a fresh heartbeat raises
    :class:`BusyError` (the task retries after ``stale_after``); exhausted attempts fail the job.
-2. Load the photo, garment, masks and placement box and build a :class:`RenderRequest`.
-3. Load the engine (lazily, once per process) and render. A heartbeat thread writes the
-   heartbeat and progress every ``heartbeat_interval_s``; when the heartbeat's CAS fails
-   (canceled, re-queued, superseded) the engine's ``should_cancel`` turns True and it stops.
+2. Read the typed :class:`~tryon.engines.request.JobParams` back from the row and build the
+   request with the core builder (placement from the stored pose and the garment's length, or
+   the explicit box; target mask; render parameters).
+3. Get the engine (loaded when the process started, see :mod:`workers.presence`) and render. A
+   heartbeat thread writes the heartbeat and progress every ``heartbeat_interval_s``; when the
+   heartbeat's CAS fails (canceled, re-queued, superseded) the engine's ``should_cancel`` turns
+   True and it stops.
 4. Store each sample under ``results/<owner>/<job>/a<attempt>/<i>.png``.
 5. Finish with a CAS on (running, attempt). Zero rows: this run was fenced out and deletes its
    own outputs.
@@ -20,11 +26,11 @@ A run (``JobRunner.run``), numbered like the reliability doc's section 1.4:
 Transient errors (storage unavailable, DB ``OperationalError``) are retried in-process with
 full-jitter exponential backoff, bounded by ``transient_retries`` and ``max_retry_backoff_s``;
 a run keeps its claim and heartbeat while it waits. Permanent errors fail the job at once with
-their stable code. The job stores a fixed message per code (:mod:`workers.failures`), never an
-exception's text; the detail is logged with the job id. Any other exception (an engine bug, an ``AssertionError``, CUDA out of memory)
-fails the job at once with ``internal_error`` (traceback in the log, only the exception type in
-the job's message); the task framework's own exceptions (``passthrough_exceptions``) and
-``KeyboardInterrupt``/``SystemExit`` still propagate.
+their stable code. Any other exception (an engine bug, an ``AssertionError``, CUDA out of
+memory) fails the job at once with ``internal_error`` (traceback in the log); the task
+framework's own exceptions (``passthrough_exceptions``) and ``KeyboardInterrupt``/``SystemExit``
+still propagate. The job stores a fixed message per code (:mod:`workers.failures`), never an
+exception's text; the detail is logged with the job id.
 """
 
 from __future__ import annotations
