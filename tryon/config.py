@@ -95,7 +95,9 @@ class Settings:
     #: the reaper runs the retention purge at most this often
     purge_interval_s: float = 300.0
     # engine defaults
-    default_engine: str = ""  # empty: anydoor when weights are configured, else preview
+    # empty: `tryon render` takes anydoor when weights are configured, else preview; the API
+    # takes anydoor when a live worker advertises it, else preview (tryon.engines.registry)
+    default_engine: str = ""
     default_steps: int = 50
     default_guidance: float = 4.5
     #: extra engines to register, "name=module:Factory,name2=module:Factory" (plugins, test fakes)

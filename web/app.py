@@ -49,7 +49,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
             'is `{"error": {"code", "message"}}`.'
         ),
         TRYON_OPEN_JOB_LIMIT=settings.max_open_jobs_per_shopper,
-        TRYON_WORKER_PING_TIMEOUT=1.0,
     )
     app.config.update(overrides)
 
@@ -60,6 +59,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     from web.analyzer import PoolAnalyzer
     from web.metrics import Metrics
     from web.publisher import CeleryPublisher
+    from web.services import RegistryEngines
     from web.signing import resolve_secret_key
 
     configure_pillow(IntakeLimits.from_settings(settings))
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
         publisher=app.config.get("TRYON_PUBLISHER") or CeleryPublisher(settings),
         analyzer=app.config.get("TRYON_PHOTO_ANALYZER") or PoolAnalyzer(),
         secret_key=resolve_secret_key(settings),
+        engines=app.config.get("TRYON_ENGINE_DIRECTORY") or RegistryEngines(settings.stale_after_s),
         webhook_resolver=app.config.get("TRYON_WEBHOOK_RESOLVER"),
         webhook_allow_http=bool(app.config.get("TRYON_WEBHOOK_ALLOW_HTTP", False)),
         webhook_allow_private=bool(app.config.get("TRYON_WEBHOOK_ALLOW_PRIVATE", False)),
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     pages.install(app, svc.secret_key)
 
     def _job_stats() -> dict[str, Any] | None:
-        from tryon.records.jobs import queue_stats
+        from tryon.records.stats import queue_stats
 
         try:
             with session_factory() as s:

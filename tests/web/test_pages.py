@@ -297,16 +297,20 @@ def test_throughput_chart_counts_the_last_hour(ctx: Ctx) -> None:
     assert html.count('class="bar-bad"') == 12 and "<svg" in html
 
 
-def test_ops_page_shows_whatever_workers_report(ctx: Ctx) -> None:
+def test_ops_page_shows_registered_workers(ctx: Ctx) -> None:
+    from tryon.records import workers as registry
+    from tryon.records.db import session_scope
     from tryon.records.models import utcnow
 
-    ctx.publisher.ping_workers = lambda timeout=1.0: [  # type: ignore[method-assign]
-        {"name": "gpu-1@host", "ok": True, "engines": ["anydoor", "preview"]}]
+    with session_scope(ctx.factory) as s:
+        registry.register(s, "gpu-1@host", queues=["gpu"], engines=["anydoor", "preview"])
+        registry.beat(s, "gpu-1@host", state="ready")
     # a worker the ping cannot see (the embedded broker) shows up through its job rows
     photo, garment = ctx.add_photo("shopper_a"), ctx.add_garment("merchant_x")
     ctx.add_job("shopper_a", photo, garment, worker_id="cpu-9@box", finished_at=utcnow())
     html = page_client(ctx, "ops").get("/ops").get_data(as_text=True)
-    assert "gpu-1@host" in html and ">engines<" in html and "anydoor, preview" in html
+    assert '<th scope="row">gpu-1@host</th>' in html and "anydoor, preview" in html
+    assert ">ready<" in html
     assert '<th scope="row">cpu-9@box</th>' in html
 
 

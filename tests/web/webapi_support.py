@@ -145,7 +145,9 @@ def make_ctx(tmp_path: Path, database_url: str = "", **overrides: Any) -> Ctx:
     analyzer = FakeAnalyzer()
     config: dict[str, Any] = {"TESTING": True, "TRYON_PUBLISHER": publisher,
                               "TRYON_PHOTO_ANALYZER": analyzer, "TRYON_SESSION_FACTORY": factory,
-                              "TRYON_BROKER_PROBE": lambda: None}
+                              "TRYON_BROKER_PROBE": lambda: None,
+                              # a live worker serving preview (the registry is tested on its own)
+                              "TRYON_ENGINE_DIRECTORY": lambda session: {"preview": True}}
     config.update(overrides)
     app = create_app(settings, **config)
     ctx = Ctx(app, app.test_client(), settings, factory, publisher, analyzer)

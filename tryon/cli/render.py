@@ -19,9 +19,11 @@ import click
 import numpy as np
 from numpy.typing import NDArray
 
+from tryon.anydoor.limits import GUIDANCE, NUM_SAMPLES, STEPS
 from tryon.cli import fail
+from tryon.engines.request import JobParams
 from tryon.errors import PreflightError, TryOnError
-from tryon.types import Box, Category, GarmentLength
+from tryon.types import Box, Category, GarmentLength, MaskMode
 
 log = logging.getLogger(__name__)
 
@@ -90,38 +92,19 @@ def prepare(
     garment_rgb: NDArray[np.uint8],
     garment_alpha: NDArray[np.uint8] | None,
     uploaded_mask: NDArray[np.bool_] | None,
-    category: Category,
-    *,
-    length: str = "regular",
-    box: Box | None = None,
-    params: Any = None,
+    params: JobParams,
 ) -> Prepared:
-    """Placement, target mask and garment mask -> a RenderRequest. Raises the typed
-    pre-flight errors (pose_not_usable, no_person, ...) and InvalidMaskError.
+    """Garment mask, then the worker's own builder (:func:`tryon.engines.request.build_request`):
+    the placement from the pose with the category and length (or the explicit box, flagged
+    authoritative), the target mask of ``params.mask``, the render parameters. Raises the typed
+    pre-flight errors (pose_not_usable, no_person, ...) and InvalidMaskError."""
+    from tryon.engines.request import PersonInputs, build_request
+    from tryon.vision.masks import garment_mask
 
-    An explicit ``box`` is passed to the engine without landmarks: that is how a request says
-    "the box is authoritative" (see :mod:`tryon.engines.preview`).
-    """
-    from tryon.engines.base import RenderParams, RenderRequest
-    from tryon.vision.analysis import check_photo
-    from tryon.vision.masks import garment_mask, target_mask
-
-    placement = check_photo(person.analysis, category, length=length, explicit_box=box)
     gm = garment_mask(garment_rgb, alpha=garment_alpha, uploaded=uploaded_mask)
-    h, w = person.rgb.shape[:2]
-    target = target_mask(placement.box, (w, h), person_mask=person.person_mask)
-    pose = person.analysis.pose
-    request = RenderRequest(
-        person=person.rgb,
-        garment=garment_rgb,
-        garment_mask=gm.mask,
-        box=placement.box,
-        target_mask=target,
-        category=category,
-        params=params if params is not None else RenderParams(),
-        landmarks=None if box is not None or pose is None else pose.landmarks,
-    )
-    return Prepared(request=request, placement=placement, garment_rgb=garment_rgb,
+    built = build_request(params, PersonInputs(person.rgb, person.analysis, person.person_mask),
+                          garment_rgb, gm.mask, params.seeds())
+    return Prepared(request=built.request, placement=built.placement, garment_rgb=garment_rgb,
                     garment_mask=gm.mask)
 
 
@@ -168,16 +151,22 @@ def _write_png(path: Path, rgb: NDArray[np.uint8]) -> None:
 @click.option("--engine", default=None,
               help="preview, anydoor or a plugin engine [default: anydoor when TRYON_WEIGHTS "
                    "is set, else preview].")
-@click.option("--steps", type=click.IntRange(1, 1000), default=None,
+@click.option("--steps", type=click.IntRange(int(STEPS.low), int(STEPS.high)), default=None,
               help="Denoising steps (anydoor) [default: TRYON_DEFAULT_STEPS, 50].")
-@click.option("--guidance", type=click.FloatRange(0.0, 30.0), default=None,
+@click.option("--guidance", type=click.FloatRange(GUIDANCE.low, GUIDANCE.high,
+                                                  min_open=GUIDANCE.low_open), default=None,
               help="Guidance scale (anydoor) [default: TRYON_DEFAULT_GUIDANCE, 4.5].")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
               help="Seed of the first sample; sample k uses seed+k.")
-@click.option("--samples", type=click.IntRange(1, 8), default=1, show_default=True)
+@click.option("--samples", type=click.IntRange(int(NUM_SAMPLES.low), int(NUM_SAMPLES.high)),
+              default=1, show_default=True)
 @click.option("--box", type=BoxParam(), default=None,
               help="Explicit placement box x1,y1,x2,y2 (pixels, end-exclusive) instead of the "
-                   "pose rule.")
+                   "pose rule; authoritative (the garment fills it).")
+@click.option("--mask", "mask_mode", default=MaskMode.BOX.value, show_default=True,
+              type=click.Choice([m.value for m in MaskMode]),
+              help="Region to repaint: the whole box, or the person's shape inside it (as the "
+                   "API's `mask`).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Result PNG; extra samples go to OUT-1.png, OUT-2.png, ...")
 @click.option("--overlay", type=click.Path(dir_okay=False, path_type=Path),
@@ -186,7 +175,7 @@ def _write_png(path: Path, rgb: NDArray[np.uint8]) -> None:
 def render(
     person: Path, garment: Path, garment_mask: Path | None, category: str, length: str,
     engine: str | None, steps: int | None, guidance: float | None, seed: int, samples: int,
-    box: Box | None, out: Path, overlay: Path | None, quiet: bool,
+    box: Box | None, mask_mode: str, out: Path, overlay: Path | None, quiet: bool,
 ) -> None:
     """Render one try-on: put GARMENT on PERSON and write OUT.
 
@@ -195,7 +184,6 @@ def render(
     4 engine or weights unavailable, 130 interrupted.
     """
     from tryon.config import load_settings
-    from tryon.engines.base import RenderParams
     from tryon.engines.registry import get_engine
     from tryon.images import IntakeLimits, decode_mask, load_image_file
 
@@ -217,14 +205,13 @@ def render(
             uploaded = decode_mask(data, garment_img.size, limits)
         cat = Category(category)
         info = analyse_person(person_img.rgb, [cat])
-        params = RenderParams(
-            num_inference_steps=steps or settings.default_steps,
-            guidance_scale=guidance if guidance is not None else settings.default_guidance,
-            num_samples=samples,
-            seeds=tuple(seed + k for k in range(samples)),
+        params = JobParams(
+            category=cat, length=GarmentLength(length), box=box, mask=MaskMode(mask_mode),
+            steps=steps or settings.default_steps,
+            guidance=guidance if guidance is not None else settings.default_guidance,
+            num_samples=samples, seed=seed,
         )
-        prep = prepare(info, garment_img.rgb, garment_img.alpha, uploaded, cat, length=length,
-                       box=box, params=params)
+        prep = prepare(info, garment_img.rgb, garment_img.alpha, uploaded, params)
         if overlay is not None:
             from tryon.vision.overlay import render_overlay
 
@@ -333,22 +320,10 @@ def contact_sheet(columns: list[str], rows: list[DemoRow]) -> NDArray[np.uint8]:
     return sheet
 
 
-def _demo_request(person: PersonInfo, prep: Prepared) -> Any:
-    """The worker's default request: the plain box as target mask (the garment's own alpha
-    decides what changes inside it), plus the person mask so arms stay in front."""
-    import dataclasses
-
-    from tryon.vision.masks import box_mask
-
-    h, w = person.rgb.shape[:2]
-    return dataclasses.replace(prep.request, target_mask=box_mask(prep.placement.box, (w, h)),
-                               person_mask=person.person_mask)
-
-
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: $TRYON_DATA_DIR/demo, i.e. var/demo].")
-@click.option("--steps", type=click.IntRange(1, 1000), default=None,
+@click.option("--steps", type=click.IntRange(int(STEPS.low), int(STEPS.high)), default=None,
               help="Denoising steps for anydoor (only when weights are configured).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
@@ -360,7 +335,6 @@ def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
     dress) shows the typed error the API would give instead of a result.
     """
     from tryon.config import load_settings
-    from tryon.engines.base import RenderParams
     from tryon.engines.registry import ANYDOOR, PREVIEW, get_engine
     from tryon.images import IntakeLimits, normalize_upload
 
@@ -371,10 +345,7 @@ def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
         engine_names = [PREVIEW] + ([ANYDOOR] if settings.weights else [])
         engines = [get_engine(name, settings) for name in engine_names]
         limits = IntakeLimits.from_settings(settings)
-        params = RenderParams(
-            num_inference_steps=steps or settings.default_steps,
-            guidance_scale=settings.default_guidance,
-        )
+        demo_steps = steps or settings.default_steps
         garments = [(normalize_upload(_asset_bytes(f), limits, keep_alpha=True), cat, label)
                     for f, cat, label in DEMO_GARMENTS]
         rows = [DemoRow("garments", [np.full((CELL, CELL, 3), 255, np.uint8)]
@@ -388,9 +359,10 @@ def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
                 cells, captions = [_fit_cell(photo.rgb)], [caption]
                 for garment, category, label in garments:
                     try:
-                        prep = prepare(info, garment.rgb, garment.alpha, None, category,
-                                       params=params)
-                        request = _demo_request(info, prep)
+                        params = JobParams(category=category, steps=demo_steps,
+                                           guidance=settings.default_guidance)
+                        prep = prepare(info, garment.rgb, garment.alpha, None, params)
+                        request = prep.request
                         t0 = time.perf_counter()
                         with progress_bar(f"{stem}/{label}/{eng.name}",
                                           enabled=not quiet) as callback:

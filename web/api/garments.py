@@ -12,7 +12,7 @@ from sqlalchemy import select
 from tryon.errors import NotFoundError
 from tryon.records.models import Garment, TryOnJob, utcnow
 from tryon.types import Role
-from web.api.common import AUTH_DOC, cancel_open_job, consumes, iso, paginate, read_upload
+from web.api.common import AUTH_DOC, consumes, iso, paginate, read_upload
 from web.auth import current_principal, roles
 from web.schemas import GarmentIn, GarmentOut, GarmentPage, PageQuery
 from web.services import db_session, services
@@ -158,21 +158,20 @@ def delete_garment(garment_id: str) -> tuple[str, int]:
 def delete_garment_record(g: Garment) -> None:
     """Soft-delete ``g``: open try-ons using it are canceled, its files and every object derived
     from it removed."""
+    from tryon.records.erasure import cancel_open_jobs
     from tryon.storage import derived_prefix
 
     svc = services()
     session = db_session()
     g.deleted_at = utcnow()
     keys = [g.image_key, g.mask_key]
-    # every derived object lives under this prefix, recorded in g.derived or not (a worker
-    # may have stored one and lost the race to record it)
+    # every derived object (engine caches, tryon.storage.derived_key) lives under this prefix
     prefix = derived_prefix(g.owner_id, g.id)
     open_jobs = session.scalars(
         select(TryOnJob.id).where(TryOnJob.garment_id == g.id,
                                   TryOnJob.status.in_(("queued", "running")))
     ).all()
-    for job_id in open_jobs:
-        cancel_open_job(session, job_id)
+    cancel_open_jobs(session, open_jobs)
     session.commit()
     for key in keys:
         svc.storage.delete(key)

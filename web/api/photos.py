@@ -17,11 +17,10 @@ from tryon.errors import (
     TryOnError,
     all_error_classes,
 )
-from tryon.records.models import Photo, TryOnJob, TryOnResult, utcnow
+from tryon.records.models import Photo, utcnow
 from tryon.types import Category, Role
 from web.api.common import (
     AUTH_DOC,
-    cancel_open_job,
     consumes,
     iso,
     paginate,
@@ -161,29 +160,12 @@ def delete_photo(photo_id: str) -> tuple[str, int]:
 
 
 def delete_photo_record(p: Photo) -> None:
-    """Soft-delete ``p``: open try-ons on it are canceled, their results removed."""
-    from tryon.storage import job_prefix
+    """Delete ``p`` and everything made from it: open try-ons are canceled, then objects, then
+    rows (a storage failure leaves the photo intact and the delete can be repeated; rows
+    committed first would orphan its objects)."""
+    from tryon.records.erasure import delete_photos
 
-    svc = services()
-    session = db_session()
-    p.deleted_at = utcnow()
-    jobs = session.execute(
-        select(TryOnJob.id, TryOnJob.status).where(TryOnJob.photo_id == p.id)
-    ).all()
-    for job_id, status in jobs:
-        if status in ("queued", "running"):
-            cancel_open_job(session, job_id)
-    job_ids = [j for j, _ in jobs]
-    if job_ids:
-        for r in session.scalars(select(TryOnResult).where(TryOnResult.job_id.in_(job_ids))):
-            session.delete(r)
-    image_key, mask_key, owner = p.image_key, p.person_mask_key, p.owner_id
-    session.commit()
-    svc.storage.delete(image_key)
-    if mask_key:
-        svc.storage.delete(mask_key)
-    for job_id in job_ids:
-        svc.storage.delete_prefix(job_prefix(owner, job_id))
+    delete_photos(db_session(), services().storage, [p.id], keep_rows=True)
 
 
 @bp.get("/<photo_id>/placement")

@@ -15,7 +15,7 @@ from tryon.types import JobStatus, Role
 from web.api.common import aware, paginate
 from web.auth import roles
 from web.pages import bp
-from web.services import db_session
+from web.services import db_session, services
 
 STATUSES = [s.value for s in JobStatus]
 DELIVERY_STATUSES = ["pending", "delivered", "failed"]
@@ -26,7 +26,7 @@ BUCKETS = 12  # 12 x 5 min = the last hour
 def throughput(now: Any = None) -> dict[str, Any]:
     """Jobs finished in the last hour in 5-minute buckets (succeeded, failed, canceled), the
     failure rate, and the bars of a small SVG chart (oldest bucket first)."""
-    from tryon.records.jobs import db_now
+    from tryon.records.clock import db_now
 
     session = db_session()
     now = now or db_now(session)
@@ -66,12 +66,13 @@ def throughput(now: Any = None) -> dict[str, Any]:
 @bp.get("/ops")
 @roles(Role.OPS)
 def ops_home() -> str:
-    from tryon.records.jobs import db_now, queue_stats
+    from tryon.records.clock import db_now
+    from tryon.records.stats import queue_stats
     from web.api.ops import broker_depth, live_workers
 
     stats = queue_stats(db_session())
     broker = broker_depth()
-    workers, timeout, workers_error = live_workers()
+    workers = live_workers()
     # what each worker is running now, from the job rows (the broker does not say)
     running = list(db_session().scalars(
         select(TryOnJob).where(TryOnJob.status == "running")))
@@ -90,14 +91,11 @@ def ops_home() -> str:
         .where(TryOnJob.worker_id.is_not(None), last_seen >= since)
         .group_by(TryOnJob.worker_id).order_by(func.max(last_seen).desc())
     )]
-    names = {w.get("name") for w in workers}
-    orphan = sorted((name, jobs) for name, jobs in current.items() if name not in names)
-    # keys beyond name/ok (engines, ...) are shown as they come
-    extra_keys = sorted({k for w in workers for k in w} - {"name", "ok"})
+    alive = {w["id"] for w in workers if w["alive"]}
+    orphan = sorted((name, jobs) for name, jobs in current.items() if name not in alive)
     return render_template("ops/home.html", stats=stats, broker=broker, workers=workers,
-                           workers_error=workers_error, current=current, extra_keys=extra_keys, orphan=orphan,
-                           seen=seen,
-                           chart=throughput(), timeout=timeout, statuses=STATUSES)
+                           current=current, orphan=orphan, seen=seen, chart=throughput(),
+                           stale_after_s=services().settings.stale_after_s, statuses=STATUSES)
 
 
 def _as_datetime(value: Any) -> datetime | None:
