@@ -47,6 +47,12 @@ ANALYSIS_SIDE = 640
 #: small, the photo has too few pixels (rather than the person being too far away)
 FILLS_PHOTO = 0.5
 
+#: no_person from the analysis also covers someone too small to be detected
+NO_PERSON_MESSAGE = (
+    "No person was found in the photo: upload a photo of yourself, facing the camera and "
+    "filling most of its height."
+)
+
 _ERRORS: Mapping[str, type[PreflightError]] = {
     cls.code: cls
     for cls in (NoPersonError, PoseNotUsableError, PersonTooSmallError, MultiplePeopleError)
@@ -171,7 +177,7 @@ def _preflight(
 ) -> Placement:
     """One category's checks, most fundamental first; raises the typed pre-flight error."""
     if pose is None:
-        raise NoPersonError()
+        raise NoPersonError(NO_PERSON_MESSAGE)
     if len(people_boxes) > 1:
         raise MultiplePeopleError(
             f"{len(people_boxes)} people are in the photo: upload a photo with only you in it.",
@@ -295,7 +301,7 @@ def check_photo(
     boxes = analysis.people_boxes or ([] if analysis.pose is None else [[0, 0, 0, 0]])
     if explicit_box is not None:
         if analysis.pose is None:
-            raise NoPersonError()
+            raise NoPersonError(NO_PERSON_MESSAGE)
         if len(boxes) > 1:
             raise MultiplePeopleError(people=len(boxes), boxes=boxes)
         return compute_placement(analysis.pose, cat, length=length, offsets=offsets,

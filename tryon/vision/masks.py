@@ -69,21 +69,6 @@ def _check_mask(mask: Any, shape: tuple[int, int] | None, name: str) -> NDArray[
     return arr
 
 
-def count_people(
-    person_mask: NDArray[Any], *, min_fraction: float = 0.03, threshold: float = 0.5
-) -> int:
-    """Number of separate person regions covering at least ``min_fraction`` of the image each.
-
-    ``person_mask``: ``(H, W)`` float in ``[0, 1]`` (thresholded at ``threshold``) or bool.
-    People who touch or overlap in the photo form one region and count once.
-    """
-    arr = _check_mask(person_mask, None, "person_mask")
-    binary = (arr >= threshold if arr.dtype != np.bool_ else arr).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    areas = stats[1:n, cv2.CC_STAT_AREA]
-    return int(np.count_nonzero(areas >= min_fraction * binary.size))
-
-
 def box_mask(box: Box, image_size: tuple[int, int]) -> NDArray[np.bool_]:
     """bool ``(H, W)`` with True inside ``box`` (clipped to the image)."""
     w, h = image_size

@@ -38,10 +38,15 @@ SAME_PERSON_OVERLAP = 0.6
 _PAINT_DILATE = 0.02
 #: each half covers this fraction of the long side (the halves overlap in the middle)
 _HALF = 0.6
-#: the halves are skipped when the tallest person found is at least this fraction of the
-#: photo's height: anyone who matters next to them is then large enough for the whole-photo
-#: pass
+#: a person at least this fraction of the photo's height, with at least :data:`_SURE` of their
+#: in-frame landmarks visible, is seen well enough by the whole-photo pass: they get no second
+#: look, and when they are the tallest the halves are skipped (anyone who matters next to
+#: them is then large enough for the whole-photo pass)
 _LARGE_ENOUGH = 0.6
+_SURE = 0.8
+#: ... counting landmarks in the top this fraction of the photo only: limbs cut by the bottom
+#: edge (waist-up photos) are reported invisible without the pose being in doubt
+_SURE_ZONE = 0.75
 
 
 @dataclass(frozen=True)
@@ -116,13 +121,44 @@ def _halves(w: int, h: int) -> list[tuple[int, int, int, int]]:
     return [(0, 0, w, span), (0, h - span, w, h)]
 
 
+def _seen_well(person: Person, height: int) -> bool:
+    pose = person.pose
+    w, h = pose.image_size
+    xs, ys, vis = pose.landmarks[:, 0], pose.landmarks[:, 1], pose.landmarks[:, 3]
+    zone = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < _SURE_ZONE * h)
+    sure = int((zone & (vis >= 0.5)).sum()) >= _SURE * max(int(zone.sum()), 1)
+    return sure and person.height >= _LARGE_ENOUGH * height
+
+
+def _refine(image: NDArray[np.uint8], person: Person, estimator: PoseEstimator) -> Person:
+    """The same person seen again in a square crop around them (their box grown by half on
+    every side): a person small in the photo fills more of the detector's 224 px input
+    there, which corrects poses stretched onto the background. Keeps ``person`` when the
+    crop finds nobody or someone else."""
+    h, w = image.shape[:2]
+    b = person.box
+    side = max(b.width, b.height) * 2.0
+    cx, cy = (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2
+    x1, y1 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+    x2, y2 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+    found = estimator.detect(np.ascontiguousarray(image[y1:y2, x1:x2]))
+    if found is None:
+        return person
+    again = _person(found, (x1, y1), (w, h), person.source)
+    if again is None or _overlap(again.box, person.box) < 0.5:
+        return person
+    return again
+
+
 def find_people(
     image: NDArray[np.uint8], estimator: PoseEstimator, *, max_people: int = 6
 ) -> list[Person]:
     """Every person found in uint8 ``(H, W, 3)`` RGB ``image``, largest first.
 
-    Runs the estimator's graph once per person found plus once more (nobody left), and, when
-    that found fewer than two people and nobody large, once per half of the photo. Returns at most
+    Runs the estimator's graph once per person found plus once more (nobody left), once more
+    per person not seen well (under :data:`_LARGE_ENOUGH` of the photo's height or with
+    few visible landmarks: a crop around them), and, when that found fewer than two people
+    and nobody seen well, once per half of the photo. Returns at most
     ``max_people`` people; the caller decides who matters (see :func:`count_people`).
     """
     h, w = image.shape[:2]
@@ -142,9 +178,10 @@ def find_people(
         found = estimator.detect(work)
         if found is None or not add(_person(found, (0, 0), (w, h), "full")):
             break
-    # 2. halves along the long side, for people small in a wide photo
-    tallest = max((p.height for p in people), default=0)
-    if len(people) < 2 and tallest < _LARGE_ENOUGH * h:
+    # 2. a second look at people small in the photo, in a crop around each
+    people = [p if _seen_well(p, h) else _refine(image, p, estimator) for p in people]
+    # 3. halves along the long side, for people small in a wide photo
+    if len(people) < 2 and not any(_seen_well(p, h) for p in people):
         for x1, y1, x2, y2 in _halves(w, h):
             if len(people) >= max_people:
                 break

@@ -496,6 +496,7 @@ def compute_placement(
             f"and they are not: {pretty}. Take a photo facing the camera with them visible.",
             missing=missing,
             category=cat.value,
+            reason="missing_landmarks",
         )
 
     # 4. Rule
@@ -517,6 +518,7 @@ def compute_placement(
             "The garment area falls outside the photo: take a photo with your body in view.",
             missing=[],
             category=cat.value,
+            reason="outside_photo",
         )
     return Placement(box, cat, g.rule(cat, length_value), length_value, clipped)
 

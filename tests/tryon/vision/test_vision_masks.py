@@ -11,7 +11,7 @@ import pytest
 
 from tryon.errors import GarmentNotSeparableError, InvalidMaskError
 from tryon.types import Box
-from tryon.vision.masks import count_people, garment_mask, target_mask
+from tryon.vision.masks import garment_mask, target_mask
 
 SHIRT = np.array(
     [[90, 40], [115, 55], [145, 55], [170, 40], [240, 90], [215, 130], [190, 110],
@@ -55,28 +55,6 @@ def test_segmenter_on_astronaut(segmenter, astronaut):
     assert m[350, 220] > 0.5  # her chest
     assert m[20, 20] < 0.5  # the backdrop top-left
     assert 0.3 < (m >= 0.5).mean() < 0.8
-    assert count_people(m) == 1
-
-
-def test_segmenter_keeps_two_separate_people_apart(segmenter, astronaut):
-    gap = np.full((512, 200, 3), 255, np.uint8)
-    two = np.ascontiguousarray(np.concatenate([astronaut, gap, astronaut], axis=1))
-    m = segmenter.segment(two)
-    assert m.shape == (512, 1224)
-    assert count_people(m) == 2
-
-
-def test_count_people_on_synthetic_masks():
-    m = np.zeros((200, 300), np.float32)
-    m[20:180, 20:100] = 0.9  # 21% of the image
-    assert count_people(m) == 1
-    m[20:180, 200:280] = 0.8
-    assert count_people(m) == 2
-    m[0:5, 150:155] = 1.0  # a speck is not a person
-    assert count_people(m) == 2
-    assert count_people(m > 0.5) == 2
-    assert count_people(m, min_fraction=0.5) == 0
-    assert count_people(np.zeros((10, 10))) == 0
 
 
 # --- target mask ---------------------------------------------------------------------------
