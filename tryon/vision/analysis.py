@@ -361,18 +361,18 @@ def decode_rgb(
 def encode_person_mask(person_mask: NDArray[Any]) -> bytes:
     """A person mask (float ``(H, W)`` in [0, 1], or bool) -> grayscale 8-bit PNG bytes,
     ``round(p * 255)``: 255 = person. Read back with ``> 127`` for the 0.5 threshold."""
-    import io
-
-    from PIL import Image
-
     arr = np.asarray(person_mask)
     if arr.ndim != 2:
         raise ValueError(f"person_mask must be (H, W), got {arr.shape}")
-    plane = np.clip(np.rint(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    # a binary mask compresses as well at level 1, several times faster than the default
-    Image.fromarray(plane, mode="L").save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    if arr.dtype == np.bool_:
+        plane = arr.view(np.uint8) * np.uint8(255)
+    else:
+        plane = np.clip(np.rint(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    # run-length deflate: a mask is long runs of 0 and 255, ~3x faster than zlib's default
+    ok, buf = cv2.imencode(".png", plane, [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+    if not ok:
+        raise ValueError("PNG encoding of the person mask failed")
+    return bytes(buf.tobytes())
 
 
 def analyze_photo_json(
