@@ -19,6 +19,10 @@ L = PoseLandmark
 
 #: a torso (shoulder mid to hip mid) further than this from vertical is not upright
 MAX_TORSO_TILT_DEG = 25.0
+#: a hip closer than this many torso lengths to an elbow sits on an arm: the model has taken a
+#: forearm held across the body for the hip line (arms by the sides keep the elbows well
+#: above and outside the hips)
+_HIP_ON_ARM = 0.25
 #: shoulder and hip lines are both compared only when each is at least this many torso lengths
 #: wide (in a side view both collapse and their order means nothing)
 _MIN_LINE_FOR_ORDER = 0.3
@@ -68,7 +72,8 @@ def posture_problem(pose: PoseResult) -> PostureProblem | None:
     Reasons: ``hips_above_shoulders`` (upside down or a confused pose), ``torso_not_upright``
     (the torso more than :data:`MAX_TORSO_TILT_DEG` from vertical: crouching, bending,
     lying), ``landmarks_inconsistent`` (the shoulder line and the hip line point opposite
-    ways while both are wide: the model mixed up left and right or put a hip on an arm).
+    ways while both are wide, or a hip lies on an elbow: the model mixed up left and right
+    or took a forearm for the hips).
     Poses without both hips visible are checked only for what is visible.
     """
     tilt = torso_tilt_deg(pose)
@@ -90,6 +95,18 @@ def posture_problem(pose: PoseResult) -> PostureProblem | None:
             "straight, facing or turned a little towards the camera.",
             round(tilt, 1),
         )
+    for hip in (L.LEFT_HIP, L.RIGHT_HIP):
+        for elbow in (L.LEFT_ELBOW, L.RIGHT_ELBOW):
+            if not pose.visible(elbow):
+                continue
+            (ax, ay), (bx, by) = pose.xy(hip), pose.xy(elbow)
+            if math.hypot(ax - bx, ay - by) < _HIP_ON_ARM * torso:
+                return PostureProblem(
+                    "landmarks_inconsistent",
+                    "The body's outline is unclear (arms across the body or a twisted pose): "
+                    "stand with your arms away from your body.",
+                    round(tilt, 1),
+                )
     shoulder_dx = pose.xy(L.LEFT_SHOULDER)[0] - pose.xy(L.RIGHT_SHOULDER)[0]
     hip_dx = pose.xy(L.LEFT_HIP)[0] - pose.xy(L.RIGHT_HIP)[0]
     wide = min(abs(shoulder_dx), abs(hip_dx)) >= _MIN_LINE_FOR_ORDER * torso

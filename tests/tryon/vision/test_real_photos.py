@@ -147,10 +147,16 @@ def test_small_person_is_told_to_come_closer(analyses) -> None:
     assert d["reason"] == "person_too_far" and "closer" in d["message"]
 
 
-@pytest.mark.parametrize("name", ["s2d_f205_crouch", "skimage_camera"])
-def test_bent_bodies_say_why(analyses, name) -> None:
+@pytest.mark.parametrize(("name", "reasons"), [
+    ("s2d_f205_crouch", {"torso_not_upright"}),
+    ("p2s_single_cam02_f050", {"torso_not_upright"}),
+    # leaning ~28 degrees, and the pose puts a hip on his forearm: either rule refuses it
+    ("skimage_camera", {"torso_not_upright", "landmarks_inconsistent"}),
+])  # fmt: skip
+def test_bent_bodies_say_why(analyses, name, reasons) -> None:
     for cat in CATS:
-        assert analyses[name].details[cat]["reason"] == "torso_not_upright"
+        d = analyses[name].details[cat]
+        assert d["reason"] in reasons and d["missing"] == [] and d["message"]
 
 
 @pytest.mark.parametrize("name", sorted([*EXPECTED, *KNOWN_MISSES]))
