@@ -314,6 +314,7 @@ def _decode(
             # Pillow warns about malformed EXIF/tags in hostile files: noise, not our signal
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            src: ImageFile.ImageFile
             if fmt == "JPEG":
                 # header only; Image.open's bomb check would judge the full size, but a JPEG
                 # is decoded at reduced scale (step 2): the limits apply to that size
