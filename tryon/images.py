@@ -38,7 +38,7 @@ import os
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -109,6 +109,11 @@ _ORIENTATION_FIX: dict[int, Image.Transpose] = {
 }
 
 
+#: garment photos may be smaller than shoppers' photos: product cut-outs are often a few
+#: hundred pixels, and the garment is resized to AnyDoor's 224 px reference anyway
+GARMENT_MIN_SIDE = 128
+
+
 @dataclass(frozen=True)
 class IntakeLimits:
     """Limits applied to every uploaded image.
@@ -137,6 +142,10 @@ class IntakeLimits:
             min_side=settings.min_image_side,
             long_side=settings.photo_long_side or None,
         )
+
+    def for_garments(self) -> IntakeLimits:
+        """The same limits with the garment minimum (:data:`GARMENT_MIN_SIDE`) when lower."""
+        return replace(self, min_side=min(self.min_side, GARMENT_MIN_SIDE))
 
 
 @dataclass(frozen=True)

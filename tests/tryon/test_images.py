@@ -633,3 +633,14 @@ def test_fifty_megapixel_jpeg_decode_stays_within_the_memory_bound() -> None:
     base, peak = (int(v) for v in res.stdout.split())
     # a full decode needs 150 MB for RGB; at 1/2 scale it is about 37 MB
     assert peak - base < 120 * 1024, (base, peak)  # KiB
+
+
+def test_garments_have_their_own_minimum_size() -> None:
+    cutout = save(upright(237, 398), "PNG")  # a product cut-out below the photo minimum
+    with pytest.raises(ImageTooSmallError):
+        normalize_upload(cutout)
+    out = normalize_upload(cutout, IntakeLimits().for_garments(), keep_alpha=True)
+    assert out.size == (237, 398)
+    assert IntakeLimits(min_side=64).for_garments().min_side == 64  # never raises a minimum
+    with pytest.raises(ImageTooSmallError):
+        normalize_upload(save(upright(100, 398), "PNG"), IntakeLimits().for_garments())

@@ -54,7 +54,7 @@ def create_garment(form: dict[str, Any]) -> dict[str, Any]:
     from tryon.vision.masks import garment_mask
 
     svc = services()
-    limits = IntakeLimits.from_settings(svc.settings)
+    limits = IntakeLimits.from_settings(svc.settings).for_garments()
     owner = current_principal().account_id
     # 1. decode and normalize (keeps transparency: a cut-out PNG is its own mask)
     image = normalize_upload(read_upload(form["image"], limits.max_bytes), limits, keep_alpha=True)

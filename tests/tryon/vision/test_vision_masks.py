@@ -175,3 +175,42 @@ def test_garment_the_colour_of_the_backdrop_is_not_separable():
     truth = shirt_mask()
     with pytest.raises(GarmentNotSeparableError):
         garment_mask(paint(truth, (128, 128, 128), (122, 124, 126), collar=False))
+
+
+# --- backdrops with a pattern, tight crops (issue 10) ----------------------------------------
+
+
+def _on_brick(with_shirt: bool) -> np.ndarray:
+    from skimage import data
+
+    img = np.stack([data.brick()] * 3, axis=-1)[:300, :260].astype(np.float32)
+    if with_shirt:
+        img[shirt_mask()] = (30, 60, 160)
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize("with_shirt", [False, True])
+def test_brick_backdrop_is_not_separable(with_shirt):
+    # without the texture rule this scored ~0.65 with spikes along the mortar lines
+    with pytest.raises(GarmentNotSeparableError):
+        garment_mask(_on_brick(with_shirt))
+
+
+def test_tiles_with_a_clean_cut_are_accepted():
+    img = np.full((300, 260, 3), 235, np.float32)
+    img[::30, :] = 150
+    img[:, ::30] = 150  # grout lines every 30 px
+    truth = shirt_mask()
+    img[truth] = (30, 60, 160)
+    gm = garment_mask(img.astype(np.uint8))
+    assert iou(gm.mask, truth) > 0.97
+
+
+def test_tight_crop_touching_a_third_of_the_border_is_accepted():
+    big = np.zeros((600, 520), np.uint8)
+    cv2.fillPoly(big, [np.round(SHIRT * 2).astype(np.int32)], 1)
+    truth = big[100:520, 80:440].astype(bool)
+    touching = np.concatenate([truth[0], truth[-1], truth[:, 0], truth[:, -1]]).mean()
+    assert touching > 0.33
+    gm = garment_mask(paint(truth, (245, 245, 245), (30, 60, 160)))
+    assert gm.score > 0.9 and iou(gm.mask, truth) > 0.97
