@@ -55,7 +55,7 @@ class PersonInfo:
 
     rgb: NDArray[np.uint8]
     analysis: Any  # tryon.vision.analysis.PhotoAnalysis
-    person_mask: NDArray[np.float32]
+    person_mask: NDArray[np.bool_] | None
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,12 @@ class Prepared:
 def analyse_person(rgb: NDArray[np.uint8], categories: list[Category]) -> PersonInfo:
     """Pose + person mask for one photo (MediaPipe graphs live only for this call)."""
     from tryon.vision.analysis import analyze_photo
-    from tryon.vision.masks import PersonSegmenter
     from tryon.vision.pose import PoseEstimator
 
-    with PoseEstimator() as pose, PersonSegmenter() as segmenter:
+    with PoseEstimator() as pose:
         analysis = analyze_photo(rgb, pose_estimator=pose, categories=categories)
-        person_mask = segmenter.segment(rgb)
-    return PersonInfo(rgb=rgb, analysis=analysis, person_mask=person_mask)
+    # the analysed person's own silhouette, the same one the upload stores
+    return PersonInfo(rgb=rgb, analysis=analysis, person_mask=analysis.person_mask_full())
 
 
 def prepare(
