@@ -159,7 +159,7 @@ def find_people(
     per person not seen well (under :data:`_LARGE_ENOUGH` of the photo's height or with
     few visible landmarks: a crop around them), and, when that found fewer than two people
     and nobody seen well, once per half of the photo. Returns at most
-    ``max_people`` people; the caller decides who matters (see :func:`count_people`).
+    ``max_people`` people; the caller decides who matters (see :func:`people_that_matter`).
     """
     h, w = image.shape[:2]
     work = np.array(image, dtype=np.uint8, copy=True)
