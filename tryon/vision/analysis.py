@@ -28,6 +28,7 @@ from tryon.errors import (
 from tryon.types import Box, Category, GarmentLength
 from tryon.vision.body import (
     landmarks_on_body,
+    legs_problem,
     posture_problem,
     silhouette_spans,
     torso_length,
@@ -184,6 +185,8 @@ def _preflight(
             people=len(people_boxes), boxes=[list(b) for b in people_boxes],
         )
     problem = posture_problem(pose)
+    if problem is None and cat in (Category.LOWER_BODY, Category.DRESS):
+        problem = legs_problem(pose)
     if problem is not None:
         raise PoseNotUsableError(
             problem.message, reason=problem.reason, missing=[], category=cat.value,

@@ -66,6 +66,35 @@ def torso_length(pose: PoseResult) -> float:
     return 1.4 * math.hypot(ax - bx, ay - by)
 
 
+#: thighs (hip mid -> knee mid) shorter than this many torso lengths in the photo point at the
+#: camera (sitting facing it); standing people measured 0.49-0.8 on the real photos
+MIN_THIGH_PER_TORSO = 0.4
+#: ... or further than this from vertical (sitting sideways, kneeling); walking reached 48°
+MAX_THIGH_TILT_DEG = 60.0
+
+
+def legs_problem(pose: PoseResult) -> PostureProblem | None:
+    """Why the legs cannot carry trousers or a dress (sitting, kneeling), or None.
+
+    Checked only when both hips and both knees are visible; reason ``legs_not_upright``.
+    """
+    needed = (L.LEFT_HIP, L.RIGHT_HIP, L.LEFT_KNEE, L.RIGHT_KNEE)
+    if not all(pose.visible(int(i)) for i in needed):
+        return None
+    hx, hy = _mid(pose, L.LEFT_HIP, L.RIGHT_HIP)
+    kx, ky = _mid(pose, L.LEFT_KNEE, L.RIGHT_KNEE)
+    thigh = math.hypot(kx - hx, ky - hy)
+    tilt = math.degrees(math.atan2(abs(kx - hx), ky - hy))
+    if thigh < MIN_THIGH_PER_TORSO * torso_length(pose) or tilt > MAX_THIGH_TILT_DEG:
+        return PostureProblem(
+            "legs_not_upright",
+            "Trousers, skirts and dresses need you standing with your legs straight down: "
+            "take a photo standing, not sitting or kneeling.",
+            round(tilt, 1),
+        )
+    return None
+
+
 def posture_problem(pose: PoseResult) -> PostureProblem | None:
     """The first reason ``pose`` is not an upright, coherent body, or None.
 
@@ -201,7 +230,10 @@ def silhouette_spans(
 
 
 __all__ = [
+    "MAX_THIGH_TILT_DEG",
     "MAX_TORSO_TILT_DEG",
+    "MIN_THIGH_PER_TORSO",
+    "legs_problem",
     "landmarks_on_body",
     "PostureProblem",
     "posture_problem",

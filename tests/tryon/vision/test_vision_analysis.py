@@ -205,3 +205,13 @@ def test_overlay_plain_and_with_bad_mask(astronaut):
     assert (cv2.cvtColor(out, cv2.COLOR_BGR2RGB) == astronaut).all()
     with pytest.raises(InvalidMaskError):
         render_overlay(astronaut, garment_mask=np.ones((10, 10), bool))
+
+
+def test_sitting_person_is_refused_for_trousers_and_dresses_only():
+    image = np.full((1000, 600, 3), 7, np.uint8)
+    sitting = make_pose(moved={25: (345, 560), 26: (255, 560)})  # knees towards the camera
+    a = analyze_photo(image, pose_estimator=StubEstimator(sitting))
+    assert a.verdicts["upper_body"] is None and a.verdicts["outerwear"] is None
+    for cat in ("lower_body", "dress"):
+        assert a.verdicts[cat] == "pose_not_usable"
+        assert a.details[cat]["reason"] == "legs_not_upright"

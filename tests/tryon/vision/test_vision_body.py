@@ -10,6 +10,7 @@ from vision_helpers import make_pose
 from tryon.vision.body import (
     MAX_TORSO_TILT_DEG,
     landmarks_on_body,
+    legs_problem,
     posture_problem,
     silhouette_spans,
     torso_length,
@@ -110,3 +111,18 @@ def test_on_body_landmarks_count_as_in_view():
     # a landmark outside the image never counts, on the body or not
     out = make_pose(moved={L.LEFT_KNEE: (345, 1200)}, hidden=(L.LEFT_KNEE,))
     assert missing_landmarks(out, "lower_body", on_body=[int(L.LEFT_KNEE)]) == ["left_knee"]
+
+
+def test_sitting_legs_are_refused_for_lower_body_garments_only():
+    assert legs_problem(make_pose()) is None
+    # sitting facing the camera: the knees come towards it, the thighs look short
+    facing = make_pose(moved={L.LEFT_KNEE: (345, 560), L.RIGHT_KNEE: (255, 560)})
+    # sitting sideways: the thighs are horizontal
+    sideways = make_pose(moved={L.LEFT_KNEE: (545, 520), L.RIGHT_KNEE: (455, 520)})
+    for pose in (facing, sideways):
+        problem = legs_problem(pose)
+        assert problem is not None and problem.reason == "legs_not_upright"
+        assert posture_problem(pose) is None  # the torso is fine: tops still work
+    # a walking stride (one knee forward, 30 degrees) is standing
+    stride = make_pose(moved={L.LEFT_KNEE: (465, 680)})
+    assert legs_problem(stride) is None
