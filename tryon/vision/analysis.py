@@ -301,17 +301,18 @@ def check_photo(
             raise _ERRORS.get(code, PreflightError)(message, code=code, **info)
     if stored is not None and length == "regular" and not offsets and explicit_box is None:
         return stored
-    boxes = analysis.people_boxes or ([] if analysis.pose is None else [[0, 0, 0, 0]])
+    boxes = analysis.people_boxes
+    if not boxes and analysis.pose is not None:  # stored before people boxes were recorded
+        x1, y1, x2, y2 = analysis.pose.visible_box()
+        boxes = [[int(x1), int(y1), int(x2), int(y2)]]
     if explicit_box is not None:
         if analysis.pose is None:
             raise NoPersonError(NO_PERSON_MESSAGE)
         if len(boxes) > 1:
             raise MultiplePeopleError(people=len(boxes), boxes=boxes)
-        return compute_placement(analysis.pose, cat, length=length, offsets=offsets,
-                                 explicit_box=explicit_box)
-    if not analysis.people_boxes and analysis.pose is not None:
-        x1, y1, x2, y2 = analysis.pose.visible_box()
-        boxes = [[int(x1), int(y1), int(x2), int(y2)]]
+        return compute_placement(
+            analysis.pose, cat, length=length, offsets=offsets, explicit_box=explicit_box
+        )
     return _preflight(
         cat, analysis.pose, boxes, analysis.spans, analysis.on_body, analysis.image_size,
         min_torso, length=length, offsets=offsets,
