@@ -4,10 +4,11 @@ detector (the first stage of the pose graph), one person at a time.
 The pose graph returns one person per call. To find the others, each person found is painted
 out (their own pose silhouette, dilated, filled with the photo's median colour) and the graph
 runs again on what is left, up to ``max_people`` times. Because the detector sees the photo
-letterboxed to 224 px, people who are small in a wide photo are looked for once more in two
-overlapping halves along the long side. A person counts when their visible-landmark box is at
-least :data:`MATTERS_FRACTION` of the largest person's height: bystanders far behind are
-ignored. The rule and its limits are in docs/vision.md.
+letterboxed to 224 px, a person small in the frame gets a second look in a crop around them,
+and when nobody is seen well the photo is searched again in overlapping tiles (two halves
+along the long side, or four quadrants for a squarish photo). A person counts when their
+visible-landmark box is at least :data:`MATTERS_FRACTION` of the largest person's height:
+bystanders far behind are ignored. The rule and its limits are in docs/vision.md.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ MIN_HEIGHT_FRACTION = 0.15
 SAME_PERSON_OVERLAP = 0.6
 #: the silhouette is grown by this fraction of the photo's long side before painting out
 _PAINT_DILATE = 0.02
-#: each half covers this fraction of the long side (the halves overlap in the middle)
+#: each tile (half or quadrant) covers this fraction of a side (tiles overlap in the middle)
 _HALF = 0.6
 #: a person at least this fraction of the photo's height, with at least :data:`_SURE` of their
 #: in-frame landmarks visible, is seen well enough by the whole-photo pass: they get no second
-#: look, and when they are the tallest the halves are skipped (anyone who matters next to
+#: look, and when they are the tallest the tiles are skipped (anyone who matters next to
 #: them is then large enough for the whole-photo pass)
 _LARGE_ENOUGH = 0.6
 _SURE = 0.8
@@ -55,7 +56,7 @@ class Person:
 
     ``pose``: landmarks in the analysed image's pixels. ``silhouette``: bool ``(H, W)``, this
     person's own segmentation (None when the estimator has segmentation off). ``box``: the
-    visible landmarks' box. ``source``: ``"full"`` or ``"half"`` (found in a half of the photo).
+    visible landmarks' box. ``source``: ``"full"`` or ``"tile"`` (found in a tile of the photo).
     """
 
     pose: PoseResult
@@ -113,12 +114,17 @@ def _person(
     return Person(pose, silhouette, box, source)
 
 
-def _halves(w: int, h: int) -> list[tuple[int, int, int, int]]:
-    if w >= h:
-        span = int(round(_HALF * w))
-        return [(0, 0, span, h), (w - span, 0, w, h)]
-    span = int(round(_HALF * h))
-    return [(0, 0, w, span), (0, h - span, w, h)]
+def _tiles(w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """Two overlapping halves along the long side of an elongated photo (aspect ≥ 1.5), else
+    four overlapping quadrants; each tile spans :data:`_HALF` of a side."""
+    if max(w, h) >= 1.5 * min(w, h):
+        if w >= h:
+            span = int(round(_HALF * w))
+            return [(0, 0, span, h), (w - span, 0, w, h)]
+        span = int(round(_HALF * h))
+        return [(0, 0, w, span), (0, h - span, w, h)]
+    sw, sh = int(round(_HALF * w)), int(round(_HALF * h))
+    return [(0, 0, sw, sh), (w - sw, 0, w, sh), (0, h - sh, sw, h), (w - sw, h - sh, w, h)]
 
 
 def _seen_well(person: Person, height: int) -> bool:
@@ -158,7 +164,8 @@ def find_people(
     Runs the estimator's graph once per person found plus once more (nobody left), once more
     per person not seen well (under :data:`_LARGE_ENOUGH` of the photo's height or with
     few visible landmarks: a crop around them), and, when that found fewer than two people
-    and nobody seen well, once per half of the photo. Returns at most
+    and nobody seen well, once per tile (two halves, or four quadrants for a squarish photo).
+    Returns at most
     ``max_people`` people; the caller decides who matters (see :func:`people_that_matter`).
     """
     h, w = image.shape[:2]
@@ -180,14 +187,14 @@ def find_people(
             break
     # 2. a second look at people small in the photo, in a crop around each
     people = [p if _seen_well(p, h) else _refine(image, p, estimator) for p in people]
-    # 3. halves along the long side, for people small in a wide photo
+    # 3. tiles (halves or quadrants), for people small in the photo
     if len(people) < 2 and not any(_seen_well(p, h) for p in people):
-        for x1, y1, x2, y2 in _halves(w, h):
+        for x1, y1, x2, y2 in _tiles(w, h):
             if len(people) >= max_people:
                 break
             found = estimator.detect(np.ascontiguousarray(work[y1:y2, x1:x2]))
             if found is not None:
-                add(_person(found, (x1, y1), (w, h), "half"))
+                add(_person(found, (x1, y1), (w, h), "tile"))
     people.sort(key=lambda p: p.height, reverse=True)
     log.debug("people found: %s", [(p.box.as_list(), p.source) for p in people])
     return people

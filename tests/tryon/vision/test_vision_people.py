@@ -80,7 +80,15 @@ def test_people_small_in_a_wide_photo_are_found_in_the_halves():
     assert find_people(img, det) == []  # halves are as tall as the photo: still too small
     det.min_fraction = 0.2
     found = find_people(img, det)
-    assert len(found) == 2 and {p.source for p in found} <= {"full", "half"}
+    assert len(found) == 2 and {p.source for p in found} <= {"full", "tile"}
+
+
+def test_a_small_person_in_a_square_photo_is_found_in_a_quadrant():
+    people = [(650, 600, 750, 850, (200, 0, 0))]  # 25 % of the height, lower right
+    det = BlockDetector(people, min_fraction=0.3)  # the whole photo misses them
+    found = find_people(_scene(1000, 1000, people), det)
+    assert len(found) == 1 and found[0].source == "tile"
+    assert found[0].box.x1 >= 640 and found[0].box.y2 <= 860  # back in the photo's pixels
 
 
 def test_specks_are_not_people():
