@@ -190,6 +190,13 @@ class ConfigError(TryOnError):
     default_message = "The configuration is not valid."
 
 
+class TrainingDataError(ConfigError):
+    """Training could not build samples: every pair it tried was rejected (filters or files)."""
+
+    code = "training_data_rejected"
+    default_message = "Every training pair tried was rejected; check the dataset and filters."
+
+
 # --- API-level -----------------------------------------------------------------------------
 
 

@@ -99,6 +99,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
 
     for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp, me.bp):
         app.register_blueprint(bp)
+    # the server-rendered pages (session cookie + CSRF) and the offline /docs assets
+    from web import pages
+
+    pages.install(app, svc.secret_key)
 
     def _job_stats() -> dict[str, Any] | None:
         from tryon.records.jobs import queue_stats

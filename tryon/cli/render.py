@@ -27,11 +27,16 @@ log = logging.getLogger(__name__)
 
 #: the garments ``tryon demo`` renders: (file in tryon/assets, category, label)
 DEMO_GARMENTS: tuple[tuple[str, Category, str], ...] = (
-    ("garment_tshirt.png", Category.UPPER_BODY, "T-shirt"),
-    ("garment_trousers.png", Category.LOWER_BODY, "trousers"),
-    ("garment_dress.png", Category.DRESS, "dress"),
+    ("garment_product_tee.png", Category.UPPER_BODY, "tee"),
+    ("garment_product_jeans.png", Category.LOWER_BODY, "jeans"),
+    ("garment_product_dress.png", Category.DRESS, "dress"),
 )
-DEMO_PERSON = "person_astronaut.png"
+#: the people ``tryon demo`` dresses: (file in tryon/assets, caption); sources in LICENSE.md
+DEMO_PEOPLE: tuple[tuple[str, str], ...] = (
+    ("person_sports2d_man.jpg", "sports2d demo (BSD-3)"),
+    ("person_sports2d_woman.jpg", "sports2d demo (BSD-3)"),
+    ("person_astronaut.png", "astronaut (NASA, PD)"),
+)
 
 
 class BoxParam(click.ParamType):
@@ -51,7 +56,8 @@ class BoxParam(click.ParamType):
 
 @dataclass(frozen=True)
 class PersonInfo:
-    """A decoded photo with its pose analysis and person mask (float32 ``(H, W)`` in [0, 1])."""
+    """A decoded photo with its analysis and the analysed person's silhouette (bool ``(H, W)``,
+    or None when nobody was found)."""
 
     rgb: NDArray[np.uint8]
     analysis: Any  # tryon.vision.analysis.PhotoAnalysis
@@ -327,6 +333,18 @@ def contact_sheet(columns: list[str], rows: list[DemoRow]) -> NDArray[np.uint8]:
     return sheet
 
 
+def _demo_request(person: PersonInfo, prep: Prepared) -> Any:
+    """The worker's default request: the plain box as target mask (the garment's own alpha
+    decides what changes inside it), plus the person mask so arms stay in front."""
+    import dataclasses
+
+    from tryon.vision.masks import box_mask
+
+    h, w = person.rgb.shape[:2]
+    return dataclasses.replace(prep.request, target_mask=box_mask(prep.placement.box, (w, h)),
+                               person_mask=person.person_mask)
+
+
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: $TRYON_DATA_DIR/demo, i.e. var/demo].")
@@ -334,19 +352,17 @@ def contact_sheet(columns: list[str], rows: list[DemoRow]) -> NDArray[np.uint8]:
               help="Denoising steps for anydoor (only when weights are configured).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
-    """Render the shipped sample person with each shipped garment; write a contact sheet.
+    """Dress the shipped sample people in each shipped garment; write a contact sheet.
 
-    Uses the preview engine (and anydoor too when TRYON_WEIGHTS is set). Rows: person |
-    garment | placement overlay | result per engine. A garment whose placement is not usable
-    on this waist-up photo shows the typed error in its row instead of a result.
+    Uses the preview engine (and anydoor too when TRYON_WEIGHTS is set). One row per person
+    and engine: the photo, then one result per garment, captioned with its category and time.
+    A garment that cannot be placed on a photo (the astronaut is waist-up: no trousers, no
+    dress) shows the typed error the API would give instead of a result.
     """
-    import cv2
-
     from tryon.config import load_settings
     from tryon.engines.base import RenderParams
     from tryon.engines.registry import ANYDOOR, PREVIEW, get_engine
     from tryon.images import IntakeLimits, normalize_upload
-    from tryon.vision.overlay import render_overlay
 
     try:
         t_start = time.perf_counter()
@@ -355,52 +371,45 @@ def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
         engine_names = [PREVIEW] + ([ANYDOOR] if settings.weights else [])
         engines = [get_engine(name, settings) for name in engine_names]
         limits = IntakeLimits.from_settings(settings)
-        person = normalize_upload(_asset_bytes(DEMO_PERSON), limits)
-        info = analyse_person(person.rgb, [cat for _, cat, _ in DEMO_GARMENTS])
         params = RenderParams(
             num_inference_steps=steps or settings.default_steps,
             guidance_scale=settings.default_guidance,
         )
-        person_cell = _fit_cell(person.rgb)
-        rows: list[DemoRow] = []
-        for filename, category, label in DEMO_GARMENTS:
-            garment = normalize_upload(_asset_bytes(filename), limits, keep_alpha=True)
-            cells = [person_cell, _fit_cell(_on_grey(garment.rgb, garment.alpha))]
-            captions = ["astronaut (NASA, PD)", f"{label} ({category.value})"]
-            try:
-                prep = prepare(info, garment.rgb, garment.alpha, None, category, params=params)
-            except PreflightError as exc:
-                cells.append(_error_cell(exc))
-                captions.append("no placement")
-                for name in engine_names:
-                    cells.append(_error_cell(exc))
-                    captions.append(f"{name}: not rendered")
-                click.echo(f"{label:9s} {category.value:11s} skipped: {exc.code}: {exc.message}")
-                rows.append(DemoRow(label, cells, captions))
-                continue
-            overlay_png = render_overlay(
-                person.rgb, pose=info.analysis.pose, placement=prep.placement,
-                target_mask=prep.request.target_mask,
-            )
-            overlay = np.asarray(cv2.cvtColor(
-                cv2.imdecode(np.frombuffer(overlay_png, np.uint8), cv2.IMREAD_COLOR),
-                cv2.COLOR_BGR2RGB,
-            ), dtype=np.uint8)
-            cells.append(_fit_cell(overlay))
-            captions.append(f"box {prep.placement.box.as_list()}")
-            stem = Path(filename).stem.removeprefix("garment_")
+        garments = [(normalize_upload(_asset_bytes(f), limits, keep_alpha=True), cat, label)
+                    for f, cat, label in DEMO_GARMENTS]
+        rows = [DemoRow("garments", [np.full((CELL, CELL, 3), 255, np.uint8)]
+                        + [_fit_cell(_on_grey(g.rgb, g.alpha)) for g, _, _ in garments],
+                        ["garment"] + [f"{label} ({cat.value})" for _, cat, label in garments])]
+        for person_file, caption in DEMO_PEOPLE:
+            photo = normalize_upload(_asset_bytes(person_file), limits)
+            info = analyse_person(photo.rgb, [cat for _, cat, _ in DEMO_GARMENTS])
+            stem = Path(person_file).stem.removeprefix("person_")
             for eng in engines:
-                t0 = time.perf_counter()
-                with progress_bar(f"{label}/{eng.name}", enabled=not quiet) as callback:
-                    result = eng.render(prep.request, callback=callback)
-                dt = time.perf_counter() - t0
-                path = out_dir / f"{stem}-{eng.name}.png"
-                _write_png(path, result.images[0])
-                cells.append(_fit_cell(result.images[0]))
-                captions.append(f"{eng.name} {dt:.2f} s")
-                click.echo(f"{label:9s} {category.value:11s} {eng.name}: {dt:.2f} s -> {path}")
-            rows.append(DemoRow(label, cells, captions))
-        columns = ["person", "garment", "placement overlay"] + [f"result: {n}" for n in engine_names]
+                cells, captions = [_fit_cell(photo.rgb)], [caption]
+                for garment, category, label in garments:
+                    try:
+                        prep = prepare(info, garment.rgb, garment.alpha, None, category,
+                                       params=params)
+                        request = _demo_request(info, prep)
+                        t0 = time.perf_counter()
+                        with progress_bar(f"{stem}/{label}/{eng.name}",
+                                          enabled=not quiet) as callback:
+                            result = eng.render(request, callback=callback)
+                    except PreflightError as exc:
+                        cells.append(_error_cell(exc))
+                        captions.append(f"{category.value}: {exc.code}")
+                        click.echo(f"{stem:16s} {label:6s} {category.value:11s} refused: "
+                                   f"{exc.code}: {exc.message}")
+                        continue
+                    dt = time.perf_counter() - t0
+                    path = out_dir / f"{stem}-{label}-{eng.name}.png"
+                    _write_png(path, result.images[0])
+                    cells.append(_fit_cell(result.images[0]))
+                    captions.append(f"{category.value} {eng.name} {dt:.2f} s")
+                    click.echo(f"{stem:16s} {label:6s} {category.value:11s} {eng.name}: "
+                               f"{dt:.2f} s -> {path}")
+                rows.append(DemoRow(f"{stem}/{eng.name}", cells, captions))
+        columns = ["person"] + [f"{label}: {cat.value}" for _, cat, label in DEMO_GARMENTS]
         sheet_path = out_dir / "contact_sheet.png"
         _write_png(sheet_path, contact_sheet(columns, rows))
     except (TryOnError, KeyboardInterrupt) as exc:

@@ -58,6 +58,9 @@ class RenderRequest:
     explicit_box: bool = False
     #: where an engine may keep derived data of this garment (ignored by engines without any)
     reference_cache: ReferenceCache | None = None
+    #: the person's segmentation, float ``(H, W)`` in [0, 1] or bool, when known (the preview
+    #: engine keeps the arms and hands that lie on it in front of the garment)
+    person_mask: NDArray[np.floating[Any]] | NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True)

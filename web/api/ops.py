@@ -83,13 +83,19 @@ def queues() -> dict[str, Any]:
 @bp.output(WorkersOut)
 def workers() -> dict[str, Any]:
     """Live Celery workers (`inspect ping`); empty when none answers within the timeout."""
+    found, timeout, _ = live_workers()
+    return {"workers": found, "timeout_s": timeout}
+
+
+def live_workers() -> tuple[list[dict[str, Any]], float, str | None]:
+    """``(workers that answered the ping, the timeout, the error's type name or None)``: an
+    unreachable broker means no visible workers. Shared by the API and the ops pages."""
     timeout = float(current_app.config["TRYON_WORKER_PING_TIMEOUT"])
     try:
-        found = services().publisher.ping_workers(timeout=timeout)
+        return services().publisher.ping_workers(timeout=timeout), timeout, None
     except Exception as exc:  # noqa: BLE001 - an unreachable broker means no visible workers
         log.warning("worker ping failed: %s", type(exc).__name__)
-        found = []
-    return {"workers": found, "timeout_s": timeout}
+        return [], timeout, type(exc).__name__
 
 
 def _ops_job(job: TryOnJob) -> dict[str, Any]:
@@ -119,6 +125,12 @@ def jobs(query: dict[str, Any]) -> dict[str, Any]:
 @bp.output(TryOnOut, status_code=202)
 def retry(job_id: str) -> Any:
     """Re-queue a failed job with more attempts, then publish it."""
+    return _ops_job(retry_and_publish(job_id)), 202
+
+
+def retry_and_publish(job_id: str) -> TryOnJob:
+    """Re-queue a failed job (409 ``job_not_retryable`` otherwise) and publish it (a failed
+    publish is left to the reaper). Shared by the API and the ops pages."""
     from tryon.records.jobs import mark_published, retry_job
 
     svc = services()
@@ -133,4 +145,4 @@ def retry(job_id: str) -> Any:
         mark_published(session, job.id)
         session.commit()
     log.info("job=%s retried by ops", job.id)
-    return _ops_job(job), 202
+    return job

@@ -82,17 +82,22 @@ def stored_verdict_error(p: Photo, category: str) -> TryOnError:
 @bp.output(PhotoOut, status_code=201)
 def create_photo(form: dict[str, Any]) -> dict[str, Any]:
     """Upload a photo of yourself (multipart: image, consent=true); it is checked at once."""
+    return photo_dict(upload_photo(form["image"], consent=form["consent"]))
+
+
+def upload_photo(image_file: Any, *, consent: bool) -> Photo:
+    """Check, store and record an uploaded photo of the caller (the API and the pages)."""
     from tryon.images import IntakeLimits, normalize_upload
     from tryon.storage import new_key
 
-    if not form["consent"]:
+    if not consent:
         raise InvalidInputError("Set consent=true to agree to the photo being processed.",
                                 code="consent_required")
     svc = services()
     limits = IntakeLimits.from_settings(svc.settings)
     owner = current_principal().account_id
     # 1. decode and normalize (EXIF applied and stripped, re-encoded)
-    image = normalize_upload(read_upload(form["image"], limits.max_bytes), limits)
+    image = normalize_upload(read_upload(image_file, limits.max_bytes), limits)
     # 2. pre-flight: pose and people, one verdict per category (in the analysis process)
     analysis = svc.analyzer(image.encoded, [c.value for c in Category])
     verdicts: dict[str, str | None] = dict(analysis.get("verdicts", {}))
@@ -128,7 +133,7 @@ def create_photo(form: dict[str, Any]) -> dict[str, Any]:
         raise
     log.info("photo=%s created owner=%s usable=%s", p.id, owner,
              [c for c, v in verdicts.items() if v is None])
-    return photo_dict(p)
+    return p
 
 
 @bp.get("")
@@ -160,11 +165,16 @@ def get_photo(photo_id: str) -> dict[str, Any]:
 @bp.output({}, status_code=204)
 def delete_photo(photo_id: str) -> tuple[str, int]:
     """Delete a photo and everything made from it: open try-ons are canceled, results removed."""
+    delete_photo_record(own_photo(photo_id))
+    return "", 204
+
+
+def delete_photo_record(p: Photo) -> None:
+    """Soft-delete ``p``: open try-ons on it are canceled, their results removed."""
     from tryon.storage import job_prefix
 
     svc = services()
     session = db_session()
-    p = own_photo(photo_id)
     p.deleted_at = utcnow()
     jobs = session.execute(
         select(TryOnJob.id, TryOnJob.status).where(TryOnJob.photo_id == p.id)
@@ -183,7 +193,6 @@ def delete_photo(photo_id: str) -> tuple[str, int]:
         svc.storage.delete(mask_key)
     for job_id in job_ids:
         svc.storage.delete_prefix(job_prefix(owner, job_id))
-    return "", 204
 
 
 @bp.get("/<photo_id>/placement")
@@ -192,6 +201,15 @@ def delete_photo(photo_id: str) -> tuple[str, int]:
 @bp.input(PlacementQuery, location="query", arg_name="query")
 def placement_preview(photo_id: str, query: dict[str, Any]) -> Response:
     """The photo with the pose and the placement box for `category` drawn on it (PNG)."""
+    png = placement_png(own_photo(photo_id), query["category"])
+    resp = Response(png, mimetype="image/png")
+    resp.headers["Content-Security-Policy"] = "default-src 'none'"
+    return resp
+
+
+def placement_png(p: Photo, category: str) -> bytes:
+    """The photo with the pose and the placement box for ``category`` drawn on it (PNG);
+    the typed pre-flight error when the photo is not usable for it."""
     import numpy as np
     from PIL import Image
 
@@ -199,8 +217,6 @@ def placement_preview(photo_id: str, query: dict[str, Any]) -> Response:
     from tryon.vision.placement import Placement
     from tryon.vision.pose import PoseResult
 
-    p = own_photo(photo_id)
-    category = query["category"]
     verdict = p.verdicts.get(category, "pose_not_usable")
     if verdict is not None or category not in p.placements:
         raise stored_verdict_error(p, category)
@@ -212,6 +228,4 @@ def placement_preview(photo_id: str, query: dict[str, Any]) -> Response:
         pose=PoseResult.from_dict(p.pose) if p.pose else None,
         placement=Placement.from_dict(p.placements[category]),
     )
-    resp = Response(png, mimetype="image/png")
-    resp.headers["Content-Security-Policy"] = "default-src 'none'"
-    return resp
+    return png

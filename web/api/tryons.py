@@ -162,11 +162,16 @@ def create_tryon(body: dict[str, Any]) -> Any:
     Send an `Idempotency-Key` header to make retries safe: the same key and body return the
     same response; another body with that key answers 422; a request still in flight, 409.
     """
+    return start_tryon(body, _idempotency_key())
+
+
+def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], int]:
+    """Create (or replay) a try-on for the caller from a validated :class:`TryOnIn` body and
+    publish it: ``(job dict, 202)``. Shared by the API and the pages."""
     svc = services()
     session = db_session()
     owner = current_principal().account_id
     # 1. idempotency: replay, mismatch or in flight
-    key = _idempotency_key()
     # `mask` at its default is left out: it means the same request as before the field existed,
     # so keys stored then (and bodies that omit it) keep matching
     digest = request_hash({k: v for k, v in body.items() if (k, v) != ("mask", "box")})
@@ -297,19 +302,22 @@ def cancel_tryon(job_id: str) -> dict[str, Any]:
 @roles(Role.SHOPPER)
 def get_result(job_id: str, index: int) -> Response:
     """One result image of one of your try-ons (PNG)."""
+    return image_response(result_png(own_job(job_id), index), cache="no-store")
+
+
+def result_png(job: TryOnJob, index: int) -> bytes:
+    """The stored PNG of result ``index`` of ``job`` (404 ``result_not_found`` when gone)."""
     from tryon.storage import ObjectNotFoundError
 
-    job = own_job(job_id)
     r = db_session().scalars(
         select(TryOnResult).where(TryOnResult.job_id == job.id, TryOnResult.index == index)
     ).first()
     if job.status != "succeeded" or r is None:
         raise NotFoundError("Result not found.", code="result_not_found")
     try:
-        data = services().storage.get(r.storage_key)
+        return services().storage.get(r.storage_key)
     except ObjectNotFoundError:
         raise NotFoundError("Result not found.", code="result_not_found") from None
-    return image_response(data, cache="no-store")
 
 
 def image_response(data: bytes, *, cache: str) -> Response:
