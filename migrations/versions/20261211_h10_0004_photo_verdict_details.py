@@ -3,7 +3,7 @@ reason, people boxes) so later requests answer with the same details as the uplo
 
 Revision ID: h10_0004
 Revises: 0003
-Create Date: 2026-12-02 00:00:00
+Create Date: 2026-12-11 00:00:00
 """
 
 from __future__ import annotations
