@@ -99,8 +99,14 @@ def test_unusable_photo_for_category_is_refused_unless_box_given(ctx: Ctx) -> No
 
         p = s.get(Photo, photo)
         p.verdicts = {**p.verdicts, "lower_body": "pose_not_usable"}
+        p.verdict_details = {"lower_body": {
+            "message": "A lower body garment needs these body parts clearly in view...",
+            "missing": ["left_knee", "right_knee"], "reason": "missing_landmarks"}}
     r = _post(ctx, {"photo_id": photo, "garment_id": garment})
     assert r.status_code == 422 and r.get_json()["error"]["code"] == "pose_not_usable"
+    err = r.get_json()["error"]
+    assert err["message"].startswith("A lower body garment")
+    assert err["details"] == {"missing": ["left_knee", "right_knee"], "reason": "missing_landmarks"}
     r = _post(ctx, {"photo_id": photo, "garment_id": garment, "box": [10, 10, 100, 100]})
     assert r.status_code == 202
 

@@ -58,11 +58,12 @@ class BoxParam(click.ParamType):
 
 @dataclass(frozen=True)
 class PersonInfo:
-    """A decoded photo with its pose analysis and person mask (float32 ``(H, W)`` in [0, 1])."""
+    """A decoded photo with its analysis and the analysed person's silhouette (bool ``(H, W)``,
+    or None when nobody was found)."""
 
     rgb: NDArray[np.uint8]
     analysis: Any  # tryon.vision.analysis.PhotoAnalysis
-    person_mask: NDArray[np.float32]
+    person_mask: NDArray[np.bool_] | None
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,12 @@ class Prepared:
 def analyse_person(rgb: NDArray[np.uint8], categories: list[Category]) -> PersonInfo:
     """Pose + person mask for one photo (MediaPipe graphs live only for this call)."""
     from tryon.vision.analysis import analyze_photo
-    from tryon.vision.masks import PersonSegmenter
     from tryon.vision.pose import PoseEstimator
 
-    with PoseEstimator() as pose, PersonSegmenter() as segmenter:
+    with PoseEstimator() as pose:
         analysis = analyze_photo(rgb, pose_estimator=pose, categories=categories)
-        person_mask = segmenter.segment(rgb)
-    return PersonInfo(rgb=rgb, analysis=analysis, person_mask=person_mask)
+    # the analysed person's own silhouette, the same one the upload stores
+    return PersonInfo(rgb=rgb, analysis=analysis, person_mask=analysis.person_mask_full())
 
 
 def prepare(

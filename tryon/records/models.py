@@ -112,6 +112,8 @@ class Photo(Base):
     verdicts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: {category: Placement.to_dict()}
     placements: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: {category: the pre-flight error's message and details} for unusable categories
+    verdict_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     #: the person segmentation (grayscale PNG, 255 = person) for shape-aware target masks
     person_mask_key: Mapped[str | None] = mapped_column(String(300), default=None)
     consent_at: Mapped[datetime | None] = mapped_column(default=None)

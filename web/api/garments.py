@@ -82,7 +82,7 @@ def prepare_garment(image_file: Any, mask_file: Any = None) -> PreparedGarment:
     from tryon.vision.masks import garment_mask
 
     svc = services()
-    limits = IntakeLimits.from_settings(svc.settings)
+    limits = IntakeLimits.from_settings(svc.settings).for_garments()
     owner = current_principal().account_id
     # 1. decode and normalize (keeps transparency: a cut-out PNG is its own mask)
     image = normalize_upload(read_upload(image_file, limits.max_bytes), limits, keep_alpha=True)

@@ -55,12 +55,21 @@ def own_photo(photo_id: str) -> Photo:
 
 
 def verdict_error(code: str, details: dict[str, Any] | None) -> TryOnError:
-    """Rebuild the typed pre-flight error for ``code`` (message from the analysis if given)."""
-    message = (details or {}).get("message")
+    """Rebuild the typed pre-flight error for ``code`` with the analysis's message and
+    details (``missing``, ``reason``, ``boxes``...) when given."""
+    info = dict(details or {})
+    message = info.pop("message", None)
+    info.pop("code", None)
     for cls in all_error_classes():
         if cls.code == code and issubclass(cls, PreflightError):
-            return cls(message)
-    return PreflightError(message or "The photo cannot be used.", code=code)
+            return cls(message, **info)
+    return PreflightError(message or "The photo cannot be used.", code=code, **info)
+
+
+def stored_verdict_error(p: Photo, category: str) -> TryOnError:
+    """The pre-flight error recorded for ``category`` on photo ``p``."""
+    code = p.verdicts.get(category) or "pose_not_usable"
+    return verdict_error(code, (p.verdict_details or {}).get(category))
 
 
 @bp.post("")
@@ -112,7 +121,7 @@ def upload_photo(image_file: Any, *, consent: bool) -> Photo:
             owner_id=owner, image_key=key, image_sha256=image.sha256, width=image.size[0],
             height=image.size[1], pose=analysis.get("pose"), verdicts=verdicts,
             placements=dict(analysis.get("placements", {})), consent_at=utcnow(),
-            person_mask_key=mask_key,
+            person_mask_key=mask_key, verdict_details=dict(analysis.get("details", {})),
         )
         session.add(p)
         session.commit()
@@ -192,7 +201,7 @@ def placement_png(p: Photo, category: str) -> bytes:
 
     verdict = p.verdicts.get(category, "pose_not_usable")
     if verdict is not None or category not in p.placements:
-        raise verdict_error(verdict or "pose_not_usable", None)
+        raise stored_verdict_error(p, category)
     data = services().storage.get(p.image_key)
     with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as im:
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)

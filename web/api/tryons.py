@@ -25,7 +25,7 @@ from tryon.errors import (
 from tryon.records.models import Account, Garment, TryOnJob, TryOnResult
 from tryon.types import Role
 from web.api.common import AUTH_DOC, aware, consumes, iso, paginate, png_responses
-from web.api.photos import own_photo, verdict_error
+from web.api.photos import own_photo, stored_verdict_error
 from web.auth import current_principal, roles
 from web.schemas import PageQuery, TryOnIn, TryOnOut, TryOnPage
 from web.services import db_session, services
@@ -215,9 +215,8 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
                 f"box must satisfy 0 <= x1 < x2 <= {photo.width} and 0 <= y1 < y2 <= "
                 f"{photo.height}; got {body['box']}.", code="invalid_box")
     else:
-        verdict = photo.verdicts.get(garment.category, "pose_not_usable")
-        if verdict is not None:
-            raise verdict_error(verdict, None)
+        if photo.verdicts.get(garment.category, "pose_not_usable") is not None:
+            raise stored_verdict_error(photo, garment.category)
         # the garment's length moves the box: check now that the stored pose allows it,
         # exactly as the worker will place it
         from tryon.engines.request import resolve_placement, stored_analysis
