@@ -62,6 +62,7 @@ def load_inputs(photo: Photo, garment: Garment, params: JobParams, seeds: Sequen
         except (ObjectNotFoundError, OSError, ValueError) as exc:
             log.warning("photo=%s person mask %s unusable (%s); using the box", photo.id,
                         photo.person_mask_key, type(exc).__name__)
-    analysis = stored_analysis(photo.pose, photo.verdicts, photo.placements, (w, h))
+    analysis = stored_analysis(photo.pose, photo.verdicts, photo.placements, (w, h),
+                               photo.body)
     return build_request(params, PersonInputs(person, analysis, person_mask), garment_rgb,
                          garment_mask, seeds)

@@ -1,5 +1,7 @@
 """photos.verdict_details: the pre-flight error details per category (missing landmarks,
-reason, people boxes) so later requests answer with the same details as the upload
+reason, people boxes) so later requests answer with the same details as the upload;
+photos.body: the measured silhouette widths and on-body landmarks, so a placement recomputed
+later (another garment length) uses the same inputs as the one made at upload
 
 Revision ID: h10_0004
 Revises: h9a_0005
@@ -23,8 +25,10 @@ def upgrade() -> None:
     # nullable: photos analysed before this column answer with the message alone
     with op.batch_alter_table("photos") as batch:
         batch.add_column(sa.Column("verdict_details", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("body", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("photos") as batch:
+        batch.drop_column("body")
         batch.drop_column("verdict_details")

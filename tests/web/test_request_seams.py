@@ -88,7 +88,8 @@ def _cli_request(ctx: Ctx, photo_id: str, params: JobParams) -> Any:
         p = s.get(Photo, photo_id)
         rgb = decode_rgb(ctx.storage.get(p.image_key))
         mask = decode_mask(ctx.storage.get(p.person_mask_key)) if p.person_mask_key else None
-        analysis = stored_analysis(p.pose, p.verdicts, p.placements, (p.width, p.height))
+        analysis = stored_analysis(p.pose, p.verdicts, p.placements, (p.width, p.height),
+                                   p.body)
     garment = np.zeros((40, 30, 3), np.uint8)
     return build_request(params, PersonInputs(rgb, analysis, mask), garment,
                          np.ones((40, 30), bool), params.seeds())

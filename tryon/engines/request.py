@@ -159,10 +159,13 @@ class BuiltRequest:
 
 
 def stored_analysis(pose: Mapping[str, Any] | None, verdicts: Mapping[str, Any] | None,
-                    placements: Mapping[str, Any] | None, size: tuple[int, int]) -> Any:
+                    placements: Mapping[str, Any] | None, size: tuple[int, int],
+                    body: Mapping[str, Any] | None = None) -> Any:
     """The :class:`~tryon.vision.analysis.PhotoAnalysis` a photo's record keeps (its ``pose``,
-    ``verdicts`` and default-length ``placements`` as stored JSON) for an image of
-    ``size == (W, H)``: what :func:`resolve_placement` needs, without re-running the pose."""
+    ``verdicts``, default-length ``placements`` and ``body`` measurements — silhouette
+    ``spans`` and ``on_body`` landmarks — as stored JSON) for an image of ``size == (W, H)``:
+    what :func:`resolve_placement` needs, without re-running the pose. Without ``body`` (older
+    photos) a recomputed placement falls back to the landmark widths."""
     from tryon.vision.analysis import PhotoAnalysis
     from tryon.vision.placement import Placement
     from tryon.vision.pose import PoseResult
@@ -174,6 +177,8 @@ def stored_analysis(pose: Mapping[str, Any] | None, verdicts: Mapping[str, Any] 
                     for cat, p in (placements or {}).items() if p and p.get("box")},
         verdicts={k: (None if v is None else str(v)) for k, v in (verdicts or {}).items()},
         image_size=(int(size[0]), int(size[1])),
+        spans={k: list(v) for k, v in dict((body or {}).get("spans") or {}).items()},
+        on_body=[int(i) for i in (body or {}).get("on_body") or []],
     )
 
 

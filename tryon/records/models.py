@@ -114,6 +114,9 @@ class Photo(Base):
     placements: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: {category: the pre-flight error's message and details} for unusable categories
     verdict_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: ``{"spans": {...}, "on_body": [...]}`` from the analysis: what a placement recomputed
+    #: for another garment length needs besides the pose (None for older photos)
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     #: the person segmentation (grayscale PNG, 255 = person) for shape-aware target masks
     person_mask_key: Mapped[str | None] = mapped_column(String(300), default=None)
     consent_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -122,6 +122,8 @@ def upload_photo(image_file: Any, *, consent: bool) -> Photo:
             height=image.size[1], pose=analysis.get("pose"), verdicts=verdicts,
             placements=dict(analysis.get("placements", {})), consent_at=utcnow(),
             person_mask_key=mask_key, verdict_details=dict(analysis.get("details", {})),
+            body={"spans": dict(analysis.get("spans") or {}),
+                  "on_body": list(analysis.get("on_body") or [])},
         )
         session.add(p)
         session.commit()

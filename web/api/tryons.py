@@ -222,7 +222,7 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
         from tryon.engines.request import resolve_placement, stored_analysis
 
         resolve_placement(stored_analysis(photo.pose, photo.verdicts, photo.placements,
-                                          (photo.width, photo.height)), params)
+                                          (photo.width, photo.height), photo.body), params)
     # a body that can never run is a 422 first; then whether a worker can run it now (503)
     engine, queue = _engine_and_queue(body.get("engine"))
     webhook_url = body.get("webhook_url")

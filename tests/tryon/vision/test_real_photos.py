@@ -169,3 +169,22 @@ def test_verdict_does_not_change_between_jpeg_quality_85_and_95(pose_estimator, 
         Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
         out.append(_verdicts(_analyse(buf.getvalue(), pose_estimator)))
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("name", ["s2d_f090_side", "s2d_f000_frontal"])
+@pytest.mark.parametrize("length", ["cropped", "long"])
+def test_stored_record_recomputes_the_same_placement(analyses, name: str, length: str) -> None:
+    """A try-on for another garment length recomputes the placement from the photo's record
+    (worker and API: tryon.engines.request.stored_analysis); it must equal the placement the
+    live analysis gives, silhouette widths included (a side view collapses without them)."""
+    from tryon.engines.request import JobParams, resolve_placement, stored_analysis
+    from tryon.types import Category, GarmentLength
+
+    live = analyses[name]
+    record = live.to_dict()  # what web/api/photos.py stores on the photo row
+    body = {"spans": record["spans"], "on_body": record["on_body"]}
+    stored = stored_analysis(record["pose"], record["verdicts"],
+                             {k: v for k, v in record["placements"].items()},
+                             live.image_size, body)
+    params = JobParams(category=Category.UPPER_BODY, length=GarmentLength(length))
+    assert resolve_placement(stored, params).box == resolve_placement(live, params).box
