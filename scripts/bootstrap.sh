@@ -10,7 +10,7 @@
 #   TORCH_INDEX_URL  where to take it from (default: pip's own configuration). The default index
 #                    gives a Linux x86-64 machine the CUDA build (torch + ~17 nvidia-* wheels +
 #                    triton, several GB); for the CPU build (~0.2 GB) use the CPU wheel index of
-#                    the PyTorch project, e.g. TORCH_INDEX_URL=<PyTorch wheel index>/cpu.
+#                    the PyTorch project, e.g. TORCH_INDEX_URL=<PyTorch index>/whl/cpu.
 #   PYTHON           the interpreter for the venv (default: python3.11)
 #   PIP_QUIET=1      hide pip's own output (progress is shown by default)
 set -euo pipefail
