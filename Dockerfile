@@ -15,10 +15,13 @@
 # unused); pyproject.toml lists the small deps it really needs. Editable installs: `tryon db
 # upgrade` reads the Alembic scripts from /app/migrations. hadolint's DL3013 ("pin versions in
 # pip") is silenced where we install our own project: its pins live in pyproject.toml.
-FROM python:3.11-slim AS base
+# PYTHON_IMAGE: any image with Python 3.11 and pip on PATH (a mirror, or a locally built one)
+ARG PYTHON_IMAGE=python:3.11-slim
+# global, so every stage can re-declare it (an ARG inside a stage ends with that stage)
+ARG MEDIAPIPE_SPEC=mediapipe==0.10.21
+FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TRYON_DATA_DIR=/data
-ARG MEDIAPIPE_SPEC=mediapipe==0.10.21
 RUN useradd --create-home --uid 10001 tryon \
  && mkdir -p /data && chown tryon /data
 WORKDIR /app
@@ -29,6 +32,7 @@ COPY workers ./workers
 COPY migrations ./migrations
 
 FROM base AS api
+ARG MEDIAPIPE_SPEC
 # hadolint ignore=DL3013
 RUN pip install -e ".[api]" \
  && pip install --no-deps "$MEDIAPIPE_SPEC" \
@@ -41,6 +45,7 @@ CMD ["gunicorn", "--workers", "2", "--bind", "0.0.0.0:8000", "--timeout", "120",
      "-c", "python:web.gunicorn_conf", "--access-logfile", "-", "web:create_app()"]
 
 FROM base AS worker-cpu
+ARG MEDIAPIPE_SPEC
 # hadolint ignore=DL3013
 RUN pip install -e ".[worker]" \
  && pip install --no-deps "$MEDIAPIPE_SPEC" \
@@ -51,6 +56,7 @@ CMD ["celery", "-A", "workers.tasks:app", "worker", "--pool", "prefork", "-Q", "
      "--without-gossip", "--without-mingle", "-n", "cpu@%h"]
 
 FROM base AS worker-gpu
+ARG MEDIAPIPE_SPEC
 # The torch build: the version the project pins, from pip's default index unless told
 # otherwise (docs/deploy.md lists the index for each CUDA version and for CPU).
 ARG TORCH_SPEC=torch==2.13.0

@@ -260,3 +260,17 @@ def test_dockerfile_lints_clean() -> None:
     proc = subprocess.run([_hadolint(), "--no-color", "Dockerfile"], cwd=ROOT,  # type: ignore[list-item]
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_build_variable_a_stage_uses_is_declared_in_it() -> None:
+    """An ARG ends with its stage: a stage that uses one must re-declare it (seen in a build)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = dict(re.findall(r"^FROM \S+ AS ([\w-]+)\n(.*?)(?=^FROM |\Z)", dockerfile, re.M | re.S))
+    cont = r"((?:[^\n]*\\\n)*[^\n]*)"  # an instruction with its continuation lines
+    base_env = set(re.findall(r"(\w+)=", " ".join(re.findall("^ENV " + cont, stages["base"], re.M))))
+    for name, body in stages.items():
+        declared = set(re.findall(r"^ARG (\w+)", body, re.M)) | base_env
+        declared |= set(re.findall(r"(\w+)=", " ".join(re.findall("^ENV " + cont, body, re.M))))
+        runs = " ".join(re.findall("^RUN " + cont, body, re.M))
+        used = set(re.findall(r"\$\{?(\w+)", runs))
+        assert used <= declared, (name, used - declared)
