@@ -6,7 +6,8 @@
 #   TRYON_EXTRAS     which dependency sets (pyproject.toml): "all" (default; what the README's
 #                    two commands need), or e.g. "api", "worker", "worker,engine", "api,test".
 #                    torch is installed only when the set includes engine, train or all.
-#   TORCH_SPEC       the torch requirement (default: torch==2.13.0, the version the project pins)
+#   TORCH_SPEC       the torch requirement (default: torch==2.13.0); it must satisfy the pin in
+#                    pyproject.toml (==2.13.0; a local build such as 2.13.0+cpu does)
 #   TORCH_INDEX_URL  where to take it from (default: pip's own configuration). The default index
 #                    gives a Linux x86-64 machine the CUDA build (torch + ~17 nvidia-* wheels +
 #                    triton, several GB); for the CPU build (~0.2 GB) use the CPU wheel index of
@@ -54,24 +55,24 @@ if [ "$needs_torch" = "1" ]; then
     say "resolving $TORCH_SPEC${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
     report=$(mktemp)
     if "${VPIP[@]}" install -q --dry-run --no-deps --ignore-installed --report "$report" \
-            "${index[@]}" "$TORCH_SPEC" >/dev/null 2>&1; then
+            ${index[@]+"${index[@]}"} "$TORCH_SPEC" >/dev/null 2>&1; then
         .venv/bin/python scripts/torch_build.py "$report" >&2 || true
     else
         echo "    (could not resolve it ahead; pip will say why below)" >&2
     fi
     rm -f "$report"
     say "installing $TORCH_SPEC (the largest download of the install)"
-    "${VPIP[@]}" install "${pip_args[@]}" "${index[@]}" "$TORCH_SPEC"
+    "${VPIP[@]}" install ${pip_args[@]+"${pip_args[@]}"} ${index[@]+"${index[@]}"} "$TORCH_SPEC"
 fi
 
 say "installing tryon (editable) with [$EXTRAS]"
-"${VPIP[@]}" install "${pip_args[@]}" -e ".[$EXTRAS]"
+"${VPIP[@]}" install ${pip_args[@]+"${pip_args[@]}"} -e ".[$EXTRAS]"
 
 # mediapipe 0.10.21 is the last release that ships pose/segmentation models in the wheel.
 # Its declared deps pull opencv-contrib-python (needs libGL) and jax; pyproject.toml already
 # installs the headless OpenCV and the small deps it really uses.
 say "installing $MEDIAPIPE_SPEC without its optional heavy dependencies"
-"${VPIP[@]}" install "${pip_args[@]}" --no-deps "$MEDIAPIPE_SPEC"
+"${VPIP[@]}" install ${pip_args[@]+"${pip_args[@]}"} --no-deps "$MEDIAPIPE_SPEC"
 
 say "checking the imports"
 checks="import mediapipe, cv2; from mediapipe.python.solutions import pose"
