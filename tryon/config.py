@@ -152,6 +152,9 @@ class Settings:
             if not _is_whsec(value):
                 raise ConfigError("TRYON_WEBHOOK_SECRET must be whitespace-separated "
                                   "whsec_<base64> values (e.g. from `tryon keys webhook-secret`)")
+        if self.secret_key.startswith("CHANGE-ME"):
+            raise ConfigError("TRYON_SECRET_KEY still holds the placeholder of .env.example: "
+                              "generate a random value (see .env.example)")
         if self.photo_ttl_s < 0 or self.result_ttl_s < 0:
             raise ConfigError("TRYON_PHOTO_TTL_S and TRYON_RESULT_TTL_S must be >= 0 (0 = keep)")
         if self.min_image_side < 1 or self.max_image_side < self.min_image_side:

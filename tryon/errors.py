@@ -138,6 +138,18 @@ class WeightsNotFoundError(WeightsError):
     default_message = "No model weights are configured: set TRYON_WEIGHTS or run `tryon weights fetch`."
 
 
+class NetworkUnavailableError(TryOnError):
+    """A download could not reach its server (no network, timeout, connection dropped, 5xx).
+
+    Its own code and exit status (6) so scripts can retry later; see :mod:`tryon.anydoor.fetch`.
+    """
+
+    code = "network_unavailable"
+    http_status = 503
+    transient = True
+    default_message = "The network is not reachable: retry when it is back."
+
+
 class EngineUnavailableError(TryOnError):
     code = "engine_unavailable"
     http_status = 422

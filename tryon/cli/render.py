@@ -110,14 +110,21 @@ def prepare(
 
 @contextmanager
 def progress_bar(label: str, enabled: bool = True) -> Iterator[Any]:
-    """A tqdm bar on stderr driven by an engine's ``callback(step, total)``."""
+    """One tqdm bar on stderr driven by an engine's ``callback(step, total)``.
+
+    The bar is created at the first callback, when the engine has said its total, so it never
+    shows a placeholder total first.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=1, desc=label, unit="step", disable=not enabled, leave=False,
-               dynamic_ncols=True)
+    bar: Any = None
 
     def callback(step: int, total: int) -> None:
-        if bar.total != total:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="step", disable=not enabled, leave=False,
+                       dynamic_ncols=True)
+        elif bar.total != total:
             bar.reset(total=total)
         bar.n = step
         bar.refresh()
@@ -125,7 +132,8 @@ def progress_bar(label: str, enabled: bool = True) -> Iterator[Any]:
     try:
         yield callback
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 def _write_png(path: Path, rgb: NDArray[np.uint8]) -> None:
