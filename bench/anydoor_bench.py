@@ -193,16 +193,23 @@ def bench_cpu_tiny(steps: int) -> None:
         rows[f"samples_{n}_one_by_one_s"] = looped
     report(f"tiny model, whole call, {steps} steps", rows)
 
+    # against 50-step DDIM (what the issue asks) and against 500-step DDIM (near the converged
+    # ODE solution both samplers approximate); a random model, so this measures the solvers,
+    # not image quality
     seed = 3
-    ref = pipe(**inputs, num_inference_steps=50, generator=torch.Generator().manual_seed(seed))
+    refs = {n: pipe(**inputs, num_inference_steps=n, generator=torch.Generator().manual_seed(seed))
+            for n in (50, 500)}
     diffs: dict[str, Any] = {}
-    for sampler, n in (("dpmpp_2m", 20), ("dpmpp_2m", 25), ("ddim", 20), ("ddim", 25)):
+    for sampler, n in (("dpmpp_2m", 20), ("dpmpp_2m", 25), ("ddim", 20), ("ddim", 25),
+                       ("ddim", 50)):
         out = pipe(**inputs, num_inference_steps=n, sampler=sampler,
                    generator=torch.Generator().manual_seed(seed))
-        d = np.abs(out.crop.astype(np.int16) - ref.crop.astype(np.int16))
-        diffs[f"{sampler}_{n}_vs_ddim_50_mean_abs"] = float(d.mean())
-        diffs[f"{sampler}_{n}_vs_ddim_50_max_abs"] = int(d.max())
-    report("tiny model, crop difference to 50-step DDIM (grey levels, same seed)", diffs)
+        for ref_steps, ref in refs.items():
+            if (sampler, n) == ("ddim", ref_steps):
+                continue
+            d = np.abs(out.crop.astype(np.int16) - ref.crop.astype(np.int16))
+            diffs[f"{sampler}_{n}_vs_ddim_{ref_steps}_mean/max"] = f"{d.mean():.2f} / {d.max()}"
+    report("tiny model, crop difference in grey levels (same seed)", diffs)
     report("tiny model, host", {"peak_rss_gib": peak_rss_gib()})
 
 
