@@ -10,8 +10,9 @@ Two on-disk forms are understood:
   subfolders and ``anydoor_config.json``.
 
 The work is split by responsibility: :mod:`tryon.anydoor.weights_io` reads files
-(memory-mapped), :mod:`tryon.anydoor.weights_convert` converts the released layout and loads
-tensor by tensor, :mod:`tryon.anydoor.weights_pretrained` saves, loads and checksums our
+(memory-mapped) and copies them into modules tensor by tensor,
+:mod:`tryon.anydoor.weights_convert` converts the released layout and loads it
+strictly, :mod:`tryon.anydoor.weights_pretrained` saves, loads and checksums our
 directory. This module re-exports their public names, so ``from tryon.anydoor.weights import
 load_weights, save_pretrained`` keeps working, and picks the loader for a path
 (:func:`load_weights`).

@@ -6,7 +6,7 @@ The released checkpoint (``epoch=1-step=8687.ckpt``) is one PyTorch-Lightning fi
 (``cond_stage_model.model.``) and the projector (``cond_stage_model.projector.``), plus DDPM
 buffers we ignore. :func:`convert_official_state_dict` renames it with diffusers' single-file
 converters and our DINOv2 key mapping, moving references only (the DINOv2 qkv and SwiGLU
-splits are views); :func:`assign_converted` then copies tensor by tensor into modules built
+splits are views); :func:`~tryon.anydoor.weights_io.assign_state_dicts` then copies tensor by tensor into modules built
 empty, in the target dtype, releasing each source tensor's file pages as it goes.
 
 "Strict" means: every tensor of the file lands in a module (except the documented ignored
@@ -28,7 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from tryon.anydoor.config import AnyDoorConfig
-from tryon.anydoor.weights_io import Checkpoint, read_checkpoint
+from tryon.anydoor.weights_io import (
+    Checkpoint,
+    assign_state_dicts,
+    read_checkpoint,
+    resolve_dtype,
+)
 from tryon.errors import WeightsError
 
 if TYPE_CHECKING:
@@ -335,37 +340,6 @@ def check_converted(
     )
 
 
-def assign_converted(
-    modules: Mapping[str, nn.Module],
-    converted: ConvertedCheckpoint,
-    dtype: torch.dtype,
-    sources: Sequence[Checkpoint] = (),
-) -> None:
-    """Give every module of ``modules`` (built empty) its tensors from ``converted``.
-
-    Tensor by tensor: each is copied into fresh memory of its own, floating-point ones in
-    ``dtype``, then its file pages are released (``sources``: the memory-mapped files it may
-    come from). So the peak is one copy of the weights in ``dtype`` plus one tensor, and the
-    modules never share memory with the file or with each other (split views become separate
-    tensors, which safetensors can write).
-    """
-    for name, module in modules.items():
-        owned: dict[str, Tensor] = {}
-        for key, value in converted.state_dicts[name].items():
-            want = dtype if value.is_floating_point() else value.dtype
-            copy = torch.empty(value.shape, dtype=want)
-            copy.copy_(value)
-            owned[key] = copy
-            for source in sources:
-                source.release((value,))
-        try:
-            # assign=True adopts the copies instead of copying again into (meta) parameters
-            module.load_state_dict(owned, strict=True, assign=True)
-        except RuntimeError as exc:  # shapes were checked; this is a last-resort guard
-            raise WeightsError(f"loading weights failed: {exc}") from exc
-        del owned
-
-
 def finish_loading(
     components: AnyDoorComponents, device: str | torch.device
 ) -> AnyDoorComponents:
@@ -379,18 +353,6 @@ def finish_loading(
         module.to(device)
         module.eval()
     return components
-
-
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    """``None`` -> float32; a name (``"float16"``) -> the torch dtype; WeightsError otherwise."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        resolved = getattr(torch, dtype, None)
-        if not isinstance(resolved, torch.dtype):
-            raise WeightsError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
-        return resolved
-    return dtype
 
 
 def load_official_checkpoint(
@@ -407,7 +369,7 @@ def load_official_checkpoint(
     ``config`` defaults to the official sizes. ``dinov2_path``: Meta's DINOv2 ``.pth`` (bare
     keys) that fills or overrides the checkpoint's DINOv2 part. ``dtype`` (default float32)
     is the dtype of every module. The files are memory-mapped and converted tensor by tensor
-    (:func:`assign_converted`), so peak memory stays near one copy of the weights in ``dtype``.
+    (:func:`~tryon.anydoor.weights_io.assign_state_dicts`), so peak memory stays near one copy of the weights in ``dtype``.
     """
     path = Path(path)
     checkpoint = read_checkpoint(path)
@@ -457,7 +419,7 @@ def _load_official(
     components = build_components(config, empty=True)
     modules = components.modules()
     check_converted(source, modules, converted)
-    assign_converted(modules, converted, target, sources)
+    assign_state_dicts(modules, converted.state_dicts, target, sources)
     zero_controlnet_conv_in(components.controlnet)
     log.info("loaded AnyDoor weights from %s (%s)", source, target)
     return finish_loading(components, device)

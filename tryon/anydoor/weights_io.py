@@ -1,4 +1,4 @@
-"""Reading weight files without holding them in memory twice.
+"""Reading weight files and copying them into modules without holding them twice in memory.
 
 :func:`read_checkpoint` opens a ``.ckpt``/``.pth``/``.pt``/``.bin`` (``torch.load`` with
 ``mmap=True``, weights-only where the file allows) or a ``.safetensors`` file as a flat
@@ -22,13 +22,13 @@ import mmap
 import os
 import pickle
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tryon.errors import WeightsError, WeightsNotFoundError
 
@@ -290,3 +290,50 @@ def _drop_pages(begin: int, end: int) -> None:
     last = end // _PAGE * _PAGE
     if last > first and _MADVISE(first, last - first, _MADV_DONTNEED) != 0:
         log.debug("madvise failed (errno %d); pages stay resident", ctypes.get_errno())
+
+
+# --- into modules ------------------------------------------------------------------------------
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``None`` -> float32; a name (``"float16"``) -> the torch dtype; WeightsError otherwise."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype, None)
+        if not isinstance(resolved, torch.dtype):
+            raise WeightsError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
+        return resolved
+    return dtype
+
+
+def assign_state_dicts(
+    modules: Mapping[str, nn.Module],
+    state_dicts: Mapping[str, Mapping[str, Tensor]],
+    dtype: torch.dtype,
+    sources: Sequence[Checkpoint] = (),
+) -> None:
+    """Give every module of ``modules`` (built empty) its tensors ``state_dicts[name]``
+    (names checked beforehand).
+
+    Tensor by tensor: each is copied into fresh memory of its own, floating-point ones in
+    ``dtype``, then its file pages are released (``sources``: the memory-mapped files it may
+    come from). So the peak is one copy of the weights in ``dtype`` plus one tensor, and the
+    modules never share memory with the file or with each other (split views become separate
+    tensors, which safetensors can write).
+    """
+    for name, module in modules.items():
+        owned: dict[str, Tensor] = {}
+        for key, value in state_dicts[name].items():
+            want = dtype if value.is_floating_point() else value.dtype
+            copy = torch.empty(value.shape, dtype=want)
+            copy.copy_(value)
+            owned[key] = copy
+            for source in sources:
+                source.release((value,))
+        try:
+            # assign=True adopts the copies instead of copying again into (meta) parameters
+            module.load_state_dict(owned, strict=True, assign=True)
+        except RuntimeError as exc:  # shapes were checked; this is a last-resort guard
+            raise WeightsError(f"loading weights failed: {exc}") from exc
+        del owned

@@ -23,14 +23,13 @@ import torch
 from torch import Tensor
 
 from tryon.anydoor.config import AnyDoorConfig
-from tryon.anydoor.weights_convert import (
-    ConvertedCheckpoint,
-    assign_converted,
-    check_converted,
-    finish_loading,
+from tryon.anydoor.weights_convert import ConvertedCheckpoint, check_converted, finish_loading
+from tryon.anydoor.weights_io import (
+    Checkpoint,
+    assign_state_dicts,
+    read_checkpoint,
     resolve_dtype,
 )
-from tryon.anydoor.weights_io import Checkpoint, read_checkpoint
 from tryon.errors import WeightsError, WeightsNotFoundError
 
 if TYPE_CHECKING:
@@ -255,7 +254,7 @@ def load_pretrained(
     components = build_components(config, empty=True)
     modules = components.modules()
     check_converted(str(directory), modules, converted)
-    assign_converted(modules, converted, target, sources)
+    assign_state_dicts(modules, converted.state_dicts, target, sources)
     controlnet: Any = components.controlnet
     conv_in = controlnet.conv_in
     if bool(conv_in.weight.any()) or (conv_in.bias is not None and bool(conv_in.bias.any())):
