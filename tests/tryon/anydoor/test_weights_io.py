@@ -118,3 +118,28 @@ def test_pretrained_round_trip_through_hub_dinov2_names(tmp_path: Path, sd) -> N
     for key, value in back.id_extractor.state_dict().items():
         want = comps.id_extractor.state_dict()[key]
         assert torch.equal(value, want.to(value.dtype)), key
+
+
+def _resident_kib(path: Path) -> int:
+    """Resident KiB of this process's maps of ``path`` (from /proc/self/smaps)."""
+    total, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and ":" in head[3]:
+            current = head[5] if len(head) > 5 else None
+        elif line.startswith("Rss:") and current == str(path):
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux page accounting")
+def test_release_hands_the_pages_back(tmp_path: Path) -> None:
+    path = tmp_path / "big.safetensors"
+    save_file({"w": torch.randn(1024, 2048)}, str(path))  # 8 MiB
+    checkpoint = read_checkpoint(path)
+    tensor = checkpoint.tensors["w"]
+    assert float(tensor.sum()) == pytest.approx(float(tensor.sum()))  # touch every page
+    touched = _resident_kib(path.resolve())
+    assert touched >= 7 * 1024
+    checkpoint.release([tensor])
+    assert _resident_kib(path.resolve()) < 64  # at most the header's and edge pages
