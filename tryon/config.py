@@ -67,6 +67,11 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     cpu_offload: bool = False
+    # AnyDoor sampler: ddim (the reference's, exact) | dpmpp_2m (DPM-Solver++ 2M, close at
+    # 20-25 steps; a deviation from the reference, docs/anydoor-engine.md)
+    sampler: str = "ddim"
+    # torch.compile the UNet and ControlNet (off: the first render pays minutes of compiling)
+    compile: bool = False
     # image intake
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -134,6 +139,8 @@ class Settings:
             raise ConfigError("TRYON_STORAGE=s3 needs TRYON_S3_BUCKET")
         if self.dtype not in {"auto", "float32", "float16", "bfloat16"}:
             raise ConfigError(f"TRYON_DTYPE must be auto|float32|float16|bfloat16, got {self.dtype!r}")
+        if self.sampler not in {"ddim", "dpmpp_2m"}:
+            raise ConfigError(f"TRYON_SAMPLER must be ddim|dpmpp_2m, got {self.sampler!r}")
         if self.max_attempts < 1:
             raise ConfigError("TRYON_MAX_ATTEMPTS must be at least 1")
         if 3 * self.heartbeat_interval_s > self.stale_after_s:

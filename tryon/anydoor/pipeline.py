@@ -38,7 +38,7 @@ from tryon.anydoor.preprocess import (
     prepare_reference,
     prepare_target,
 )
-from tryon.anydoor.sampling import DDIMSchedule
+from tryon.anydoor.sampling import SAMPLERS, DDIMSchedule, dpmpp_2m_scheduler
 from tryon.errors import CanceledError, InvalidInputError, InvalidMaskError, NumericalError
 from tryon.types import Box
 
@@ -56,25 +56,36 @@ class AnyDoorOutput:
 
     ``image``: uint8 ``(H, W, 3)`` RGB, the target image with the generated crop pasted back;
     ``crop``: uint8 ``(T, T, 3)`` RGB, the generated square crop (T = ``config.image_size``);
-    ``prepared``: the target preprocessing (boxes used); ``timesteps``: the DDIM timesteps run.
+    ``prepared``: the target preprocessing (boxes used); ``timesteps``: the timesteps run.
+    ``images``/``crops``: one per sample (``num_samples``); ``image``/``crop`` are the first.
     """
 
     image: NDArray[np.uint8]
     crop: NDArray[np.uint8]
     prepared: TargetInputs
     timesteps: tuple[int, ...]
+    images: tuple[NDArray[np.uint8], ...] = ()
+    crops: tuple[NDArray[np.uint8], ...] = ()
 
 
 class AnyDoorPipeline:
     """Run AnyDoor on ``components`` (see :func:`tryon.anydoor.models.build_components`).
 
     ``device``/``dtype`` (default cpu/float32) place all networks; fp16 and bf16 work on CUDA,
-    bf16 on CPU. Attention is diffusers'/transformers' default (PyTorch SDPA).
-    ``offload_id_extractor=True`` keeps DINOv2 (1.14 B parameters, the biggest part) on the CPU;
-    to encode a reference it swaps places with the UNet + ControlNet for that call, so the two
-    never share the device (peak = the larger, not the sum; ~2 GiB less in fp16, for about
-    4.6 GB of host<->device copies per encode). The tokens stay on ``device``; the
-    unconditional tokens are encoded once and cached. Arithmetic in docs/anydoor-engine.md.
+    bf16 on CPU. Attention is PyTorch SDPA (diffusers' ``AttnProcessor2_0``, transformers'
+    ``sdpa``), checked at construction.
+    ``offload_id_extractor=True`` keeps DINOv2 (1.14 B parameters, the biggest part) on
+    ``offload_device`` (the CPU); to encode a reference it swaps places with the UNet +
+    ControlNet for that call, so the two never share the device (peak = the larger, not the
+    sum; ~2 GiB less in fp16, for about 4.6 GB of host<->device copies per encode). The tokens
+    stay on ``device``; the unconditional tokens are encoded once and cached. Arithmetic in
+    docs/anydoor-engine.md.
+
+    ``channels_last`` (default: on for CUDA, off elsewhere) stores the convolution-heavy UNet,
+    ControlNet and VAE in NHWC, the layout tensor-core convolutions want; off on CPU so the
+    default float32 path stays bit-equal to the reference. ``compile=True`` wraps the UNet
+    and ControlNet forwards in ``torch.compile`` (``compile_kwargs`` passed through; the
+    first call pays the compilation). Neither changes the modules themselves.
     """
 
     def __init__(
@@ -84,20 +95,37 @@ class AnyDoorPipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         offload_id_extractor: bool = False,
+        offload_device: str | torch.device = "cpu",
+        channels_last: bool | None = None,
+        compile: bool = False,
+        compile_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.components = components
         self.config = components.config
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype if dtype is not None else torch.float32
         self.offload_id_extractor = offload_id_extractor
+        self.offload_device = torch.device(offload_device)
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         self._uncond_cache: dict[tuple[Any, ...], Tensor] = {}
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         for module in (components.unet, components.controlnet, components.vae):
             # nn.Module.to, not ModelMixin.to: diffusers 0.42 warns on every dtype cast even
             # when no module must stay in float32 (an empty list is "not None")
             torch.nn.Module.to(module, device=self.device, dtype=self.dtype)
+            torch.nn.Module.to(module, memory_format=layout)  # type: ignore[call-overload]
             module.eval()
-        id_device = torch.device("cpu") if offload_id_extractor else self.device
+        id_device = self.offload_device if offload_id_extractor else self.device
         components.id_extractor.to(device=id_device, dtype=self.dtype).eval()
+        _require_sdpa(components)
+        # the forwards the sampler calls: the modules, or torch.compile wrappers around them
+        # (kept apart so state_dict names and training code see the plain modules)
+        self._controlnet: Callable[..., Any] = components.controlnet
+        self._unet: Callable[..., Any] = components.unet
+        if compile:
+            kwargs = dict(compile_kwargs or {})
+            self._controlnet = torch.compile(components.controlnet, **kwargs)
+            self._unet = torch.compile(components.unet, **kwargs)
         # requires_grad is left alone (every hook runs under no_grad) so a training loop can
         # build a pipeline over the modules it trains; it must call .train() again afterwards
 
@@ -115,6 +143,7 @@ class AnyDoorPipeline:
         expand_ratio: Any = 1.2,
         crop_ratio: Any = 2.0,
         latents: Tensor | None = None,
+        num_samples: Any = 1,
     ) -> None:
         """Raise :class:`InvalidInputError`/:class:`InvalidMaskError` naming the bad argument."""
         _check_rgb("reference_image", reference_image)
@@ -138,8 +167,17 @@ class AnyDoorPipeline:
         _check_bound("control_strength", control_strength, CONTROL_STRENGTH)
         _check_bound("expand_ratio", expand_ratio, EXPAND_RATIO)
         _check_bound("crop_ratio", crop_ratio, CROP_RATIO)
+        if (
+            isinstance(num_samples, bool)
+            or not isinstance(num_samples, (int, np.integer))
+            or num_samples < 1
+        ):
+            raise InvalidInputError(
+                f"num_samples must be a positive integer, got {num_samples!r}",
+                argument="num_samples",
+            )
         if latents is not None:
-            want = self.latent_shape(1)
+            want = self.latent_shape(int(num_samples))
             if tuple(latents.shape) != want:
                 raise InvalidInputError(
                     f"latents must have shape {want}, got {tuple(latents.shape)}",
@@ -191,28 +229,33 @@ class AnyDoorPipeline:
     def encode_reference(self, ref: Tensor) -> Tensor:
         """ID tokens of reference images: ``(B, 3, S, S)`` float RGB in [0, 1] -> ``(B, N, D)``.
 
-        Returned on ``self.device`` in ``self.dtype``. With ``offload_id_extractor`` (and a
-        non-CPU device) the extractor swaps places with the UNet + ControlNet for this call.
+        Returned on ``self.device`` in ``self.dtype``. With ``offload_id_extractor`` (and an
+        ``offload_device`` other than ``device``) the extractor swaps places with the UNet +
+        ControlNet for this call.
         """
         extractor = self.components.id_extractor
-        swap = self.offload_id_extractor and self.device.type != "cpu"
+        swap = self.offload_id_extractor and self.offload_device != self.device
         # swap, not just visit: DINOv2 and the UNet + ControlNet never share the device, so
         # the peak is the larger of the two, not their sum
         denoisers = (self.components.unet, self.components.controlnet)
         if swap:
             for module in denoisers:
-                torch.nn.Module.to(module, "cpu")
+                self._place(module, self.offload_device)
             _empty_cache(self.device)
-            extractor.to(self.device)
+            self._place(extractor, self.device)
         try:
             tokens = extractor(ref.to(device=self.device, dtype=self.dtype))
         finally:
             if swap:
-                extractor.to("cpu")
+                self._place(extractor, self.offload_device)
                 _empty_cache(self.device)
                 for module in denoisers:
-                    torch.nn.Module.to(module, self.device)
+                    self._place(module, self.device)
         return tokens.to(device=self.device, dtype=self.dtype)
+
+    def _place(self, module: torch.nn.Module, device: torch.device) -> None:
+        """Move ``module`` to ``device`` (the one seam the offload swap moves through)."""
+        torch.nn.Module.to(module, device)
 
     def unconditional_tokens(self, batch: int) -> Tensor:
         """``(batch, N, D)`` tokens of the unconditional branch: the black image encoded.
@@ -278,7 +321,9 @@ class AnyDoorPipeline:
         timestep = _timestep_tensor(t, batch, self.device)
         sample = latents.to(device=self.device, dtype=self.dtype)
         context = tokens.to(device=self.device, dtype=self.dtype)
-        down, mid = self.components.controlnet(
+        if self.channels_last:
+            sample = sample.contiguous(memory_format=torch.channels_last)
+        down, mid = self._controlnet(
             sample,
             timestep,
             encoder_hidden_states=context,
@@ -286,7 +331,7 @@ class AnyDoorPipeline:
             conditioning_scale=float(control_strength),
             return_dict=False,
         )
-        return self.components.unet(
+        return self._unet(
             sample,
             timestep,
             encoder_hidden_states=context,
@@ -343,23 +388,36 @@ class AnyDoorPipeline:
         batched_cfg: bool = True,
         callback_on_step_end: StepCallback | None = None,
         interrupt: Callable[[], bool] | None = None,
+        sampler: str = "ddim",
     ) -> Tensor:
-        """DDIM loop from the initial ``latents`` (x_T); returns x_0 latents in float32.
+        """Sampling loop from the initial ``latents`` (x_T, batch B); returns x_0 latents in
+        float32. ``hint`` and the tokens have batch B too (one row per sample).
 
-        ``timesteps`` is a :class:`DDIMSchedule` or a step count. Before each step
-        ``interrupt()`` is polled; True raises :class:`CanceledError`. After each step
-        ``callback_on_step_end(step_index, timestep, latents)`` is called.
+        ``sampler="ddim"`` (the reference's, exact): ``timesteps`` is a :class:`DDIMSchedule`
+        or a step count. ``sampler="dpmpp_2m"``: DPM-Solver++ 2M from diffusers, ``timesteps``
+        a step count (20-25 come close to 50 DDIM steps; a deviation from the reference).
+        Before each step ``interrupt()`` is polled; True raises :class:`CanceledError`. After
+        each step ``callback_on_step_end(step_index, timestep, latents)`` is called.
         """
+        if sampler not in SAMPLERS:
+            raise InvalidInputError(
+                f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}", argument="sampler"
+            )
         schedule = (
             timesteps
             if isinstance(timesteps, DDIMSchedule)
             else DDIMSchedule.from_config(self.config, timesteps)
         )
+        dpm = None
+        if sampler == "dpmpp_2m":
+            count = len(timesteps) if isinstance(timesteps, DDIMSchedule) else int(timesteps)
+            dpm = dpmpp_2m_scheduler(self.config, count)
+        steps = dpm.timesteps.tolist() if dpm is not None else schedule.timesteps.tolist()
         # the loop state stays float32 even for half-precision models
         x = latents.to(device=self.device, dtype=torch.float32)
-        for i, t in enumerate(schedule.timesteps.tolist()):
+        for i, t in enumerate(steps):
             if interrupt is not None and interrupt():
-                raise CanceledError(f"canceled before sampling step {i + 1} of {len(schedule)}")
+                raise CanceledError(f"canceled before sampling step {i + 1} of {len(steps)}")
             eps = self.guided_noise(
                 x,
                 t,
@@ -370,7 +428,10 @@ class AnyDoorPipeline:
                 control_strength,
                 batched_cfg,
             )
-            x = schedule.step(eps, i, x)
+            if dpm is not None:
+                x = dpm.step(eps.float(), t, x, return_dict=False)[0]
+            else:
+                x = schedule.step(eps, i, x)
             if callback_on_step_end is not None:
                 replaced = callback_on_step_end(i, t, x)
                 if isinstance(replaced, Tensor):
@@ -419,7 +480,7 @@ class AnyDoorPipeline:
         num_inference_steps: int = 50,
         guidance_scale: float = 4.5,
         control_strength: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: Tensor | None = None,
         callback_on_step_end: StepCallback | None = None,
         interrupt: Callable[[], bool] | None = None,
@@ -429,6 +490,8 @@ class AnyDoorPipeline:
         batched_cfg: bool = True,
         reference: ReferenceInputs | None = None,
         reference_tokens: Tensor | None = None,
+        num_samples: int = 1,
+        sampler: str = "ddim",
     ) -> AnyDoorOutput:
         """Place the masked reference object into the target region.
 
@@ -436,6 +499,13 @@ class AnyDoorPipeline:
         ``(H, W)`` bool or {0, 1} (1 = object). ``target_mask``: ``(H, W)`` bool or {0, 1}
         mask of the region to fill, or a :class:`~tryon.types.Box` inside the image.
         ``generator`` seeds the initial noise (same seed -> same image); ``latents`` overrides it.
+
+        ``num_samples`` images are drawn in one batched denoising run (batch ``2 * num_samples``
+        with classifier-free guidance); preprocessing, the hint and the tokens are computed
+        once. Pass one generator per sample (a list) to make sample ``k`` the image a
+        one-sample call with ``generator[k]`` gives (equal up to the rounding of batched
+        kernels; bit-equal is not promised). ``sampler``: ``"ddim"`` (the reference) or
+        ``"dpmpp_2m"`` (see :meth:`sample`).
 
         ``reference``/``reference_tokens``: the results of :meth:`prepare_reference_inputs`
         (with the same ``expand_ratio``) and :meth:`reference_tokens` for this reference,
@@ -456,7 +526,18 @@ class AnyDoorPipeline:
             expand_ratio,
             crop_ratio,
             latents,
+            num_samples,
         )
+        if sampler not in SAMPLERS:
+            raise InvalidInputError(
+                f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}", argument="sampler"
+            )
+        if isinstance(generator, list) and len(generator) != num_samples:
+            raise InvalidInputError(
+                f"generator is a list of {len(generator)} generators but num_samples is "
+                f"{num_samples}: pass one per sample",
+                argument="generator",
+            )
         if isinstance(target_mask, Box):
             target_mask = _box_mask(target_mask, target_image.shape[:2])
 
@@ -485,20 +566,26 @@ class AnyDoorPipeline:
             cond_tokens = reference_tokens.to(device=self.device, dtype=self.dtype)
         else:
             cond_tokens = self.reference_tokens(ref)
-        uncond_tokens = self.unconditional_tokens(1)
+        # one row per sample: expanded views, so nothing is recomputed or copied
+        cond_tokens = cond_tokens.expand(num_samples, -1, -1)
+        uncond_tokens = self.unconditional_tokens(num_samples)
 
         # 4. Prepare the hint (collage RGB in [-1, 1] + mask channel), channels first
         hint = torch.from_numpy(np.ascontiguousarray(prepared.hint)).permute(2, 0, 1)[None]
-        hint = hint.to(device=self.device, dtype=self.dtype)
+        hint = hint.to(device=self.device, dtype=self.dtype).expand(num_samples, -1, -1, -1)
 
         # 5. Prepare timesteps
         schedule = DDIMSchedule.from_config(self.config, num_inference_steps)
 
         # 6. Prepare the initial noise (drawn on the generator's device, so a CPU generator
-        #    gives the same noise whatever device the model runs on)
+        #    gives the same noise whatever device the model runs on; a list draws row k with
+        #    generator k, the noise a one-sample call with it would draw)
         if latents is None:
             latents = randn_tensor(
-                self.latent_shape(1), generator=generator, device=self.device, dtype=torch.float32
+                self.latent_shape(num_samples),
+                generator=generator,
+                device=self.device,
+                dtype=torch.float32,
             )
 
         # 7. Denoise
@@ -513,6 +600,7 @@ class AnyDoorPipeline:
             batched_cfg=batched_cfg,
             callback_on_step_end=callback_on_step_end,
             interrupt=interrupt,
+            sampler=sampler,
         )
 
         # 8. Decode and paste the crop back into the target image
@@ -523,15 +611,22 @@ class AnyDoorPipeline:
                 f"sampling in {self.dtype} produced non-finite values",
                 dtype=str(self.dtype).removeprefix("torch."),
             )
-        pixels = self.to_pixels(decoded)[0]
         # the float crop goes to paste_back so its resize rounds like the reference's
-        image = paste_back(pixels, target_image, prepared)
-        crop = pixels.astype(np.uint8)
+        pixels = self.to_pixels(decoded)
+        images = tuple(paste_back(p, target_image, prepared) for p in pixels)
+        crops = tuple(p.astype(np.uint8) for p in pixels)
+        run = (
+            dpmpp_2m_scheduler(self.config, num_inference_steps).timesteps.tolist()
+            if sampler == "dpmpp_2m"
+            else schedule.timesteps.tolist()
+        )
         return AnyDoorOutput(
-            image=image,
-            crop=crop,
+            image=images[0],
+            crop=crops[0],
             prepared=prepared,
-            timesteps=tuple(int(t) for t in schedule.timesteps),
+            timesteps=tuple(int(t) for t in run),
+            images=images,
+            crops=crops,
         )
 
 
@@ -610,6 +705,23 @@ def _box_mask(box: Box, shape: tuple[int, ...]) -> NDArray[np.uint8]:
     mask = np.zeros(shape[:2], dtype=np.uint8)
     mask[box.y1 : box.y2, box.x1 : box.x2] = 1
     return mask
+
+
+def _require_sdpa(components: AnyDoorComponents) -> None:
+    """Refuse a build whose attention is not PyTorch SDPA (a diffusers or transformers
+    upgrade that changed the default would otherwise silently cost memory and time)."""
+    for name in ("unet", "controlnet", "vae"):
+        module: Any = getattr(components, name)
+        slow = {
+            type(p).__name__
+            for p in module.attn_processors.values()
+            if type(p).__name__ != "AttnProcessor2_0"
+        }
+        if slow:
+            raise RuntimeError(f"{name} attention is {sorted(slow)}, not PyTorch SDPA")
+    impl = components.id_extractor.dino.config._attn_implementation
+    if impl != "sdpa":
+        raise RuntimeError(f"id_extractor attention is {impl!r}, not PyTorch SDPA")
 
 
 def _empty_cache(device: torch.device) -> None:

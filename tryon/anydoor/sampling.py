@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from numpy.typing import NDArray
 from torch import Tensor
 
@@ -129,3 +130,33 @@ def configure_diffusers_scheduler(scheduler: DDIMScheduler, num_inference_steps:
     scheduler.set_timesteps(num_inference_steps)
     ts = ldm_timesteps(num_inference_steps, scheduler.config["num_train_timesteps"])
     scheduler.timesteps = torch.from_numpy(ts)
+
+
+#: the samplers :meth:`tryon.anydoor.pipeline.AnyDoorPipeline.sample` runs. ``ddim`` is the
+#: reference's sampler, exactly; ``dpmpp_2m`` (DPM-Solver++ 2M) is a deviation from the
+#: reference that reaches a comparable image in 20-25 steps instead of 50 (docs/anydoor-engine.md)
+SAMPLERS = ("ddim", "dpmpp_2m")
+
+
+def dpmpp_2m_scheduler(config: AnyDoorConfig, num_inference_steps: int) -> DPMSolverMultistepScheduler:
+    """A fresh diffusers DPM-Solver++ 2M scheduler, set to ``num_inference_steps``.
+
+    Same noise schedule as the reference (scaled-linear betas, eps prediction), "trailing"
+    timesteps (the first step at t = 999, the last one down to t = 0; "leading" spacing stops
+    at t = 48 for 20 steps and lands measurably farther from the converged solution),
+    first-order final step (stable at few steps). Fresh per call: the scheduler keeps the
+    previous model outputs as state.
+    """
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        lower_order_final=True,
+        timestep_spacing="trailing",
+    )
+    scheduler.set_timesteps(num_inference_steps)
+    return scheduler

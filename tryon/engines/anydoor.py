@@ -187,6 +187,7 @@ class AnyDoorEngine:
                 "`tryon weights convert` or to the released AnyDoor checkpoint."
             )
         self.settings: Settings | None = settings
+        self._sampler = settings.sampler
         self._components: AnyDoorComponents | None = None
         self._pipeline: AnyDoorPipeline | None = None
         self._checksum: str | None = None
@@ -202,10 +203,12 @@ class AnyDoorEngine:
         device: str = "cpu",
         dtype: str = "float32",
         weights_checksum: str | None = None,
+        sampler: str = "ddim",
     ) -> AnyDoorEngine:
         """An engine on already-built components (tests, notebooks); nothing is loaded."""
         self = cls.__new__(cls)
         self.settings = None
+        self._sampler = sampler
         self._components = components
         self._pipeline = None
         self._checksum = weights_checksum
@@ -240,6 +243,7 @@ class AnyDoorEngine:
             # DINOv2-g is the biggest part; keeping it on the CPU between encodes is what the
             # offload setting buys (see tryon.anydoor.pipeline)
             offload_id_extractor=bool(self.settings and self.settings.cpu_offload),
+            compile=bool(self.settings and self.settings.compile),
         )
         return self._pipeline
 
@@ -259,10 +263,14 @@ class AnyDoorEngine:
         callback: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> RenderOutput:
-        """One AnyDoor sample per seed (``torch.Generator().manual_seed(seed)`` on the CPU, so a
-        seed gives the same noise on any device).
+        """One AnyDoor sample per seed, all drawn in one batched denoising run (batch
+        ``2 * samples`` with guidance); sample ``k`` starts from
+        ``torch.Generator().manual_seed(seeds[k])`` on the CPU, so a seed gives the same noise
+        on any device and the image a one-sample render of that seed gives (up to the
+        rounding of batched kernels).
 
-        Progress is reported over all samples: ``callback(k * steps + i + 1, samples * steps)``.
+        Progress counts sample-steps: ``callback((i + 1) * samples, samples * steps)`` after
+        step ``i``.
         ``should_cancel`` is polled before loading and between steps; CanceledError stops it.
         """
         import torch
@@ -278,37 +286,38 @@ class AnyDoorEngine:
         if should_cancel is not None and should_cancel():
             raise CanceledError()
         steps = p.num_inference_steps
-        total = steps * p.num_samples
-        images = []
+        samples = p.num_samples
+        total = steps * samples
+
+        def on_step(i: int, t: int, latents: torch.Tensor) -> None:
+            if callback is not None:
+                callback((i + 1) * samples, total)
+
         with self._lock:
             pipe = self._ensure_pipeline()
             # once per render, not per sample: the DINOv2 pass is the costliest part to repeat
             reference, tokens, cache_record = self._reference(pipe, request)
-            for k, seed in enumerate(p.seeds):
-
-                def on_step(i: int, t: int, latents: torch.Tensor, k: int = k) -> None:
-                    if callback is not None:
-                        callback(k * steps + i + 1, total)
-
-                out = pipe(
-                    reference_image=request.garment,
-                    reference_mask=request.garment_mask,
-                    target_image=request.person,
-                    target_mask=request.target_mask,
-                    num_inference_steps=steps,
-                    guidance_scale=p.guidance_scale,
-                    control_strength=p.control_strength,
-                    generator=torch.Generator().manual_seed(int(seed)),
-                    callback_on_step_end=on_step,
-                    interrupt=should_cancel,
-                    expand_ratio=REFERENCE_EXPAND_RATIO,
-                    # the official demo's shape control: the hint's mask channel is the
-                    # person's shape instead of the box (the HF map still fills the box)
-                    shape_mask=request.mask_mode is MaskMode.SHAPE,
-                    reference=reference,
-                    reference_tokens=tokens,
-                )
-                images.append(out.image)
+            out = pipe(
+                reference_image=request.garment,
+                reference_mask=request.garment_mask,
+                target_image=request.person,
+                target_mask=request.target_mask,
+                num_inference_steps=steps,
+                guidance_scale=p.guidance_scale,
+                control_strength=p.control_strength,
+                generator=[torch.Generator().manual_seed(int(s)) for s in p.seeds],
+                callback_on_step_end=on_step,
+                interrupt=should_cancel,
+                expand_ratio=REFERENCE_EXPAND_RATIO,
+                # the official demo's shape control: the hint's mask channel is the
+                # person's shape instead of the box (the HF map still fills the box)
+                shape_mask=request.mask_mode is MaskMode.SHAPE,
+                reference=reference,
+                reference_tokens=tokens,
+                num_samples=samples,
+                sampler=self._sampler,
+            )
+            images = list(out.images)
         record: dict[str, Any] = {
             "engine": self.name,
             "engine_version": self.version,
@@ -321,6 +330,7 @@ class AnyDoorEngine:
                 "num_samples": p.num_samples,
                 "seeds": [int(s) for s in p.seeds],
                 "mask": str(request.mask_mode),
+                "sampler": self._sampler,
             },
             "device": self._device,
             "dtype": self._dtype,

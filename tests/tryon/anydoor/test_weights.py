@@ -98,7 +98,7 @@ def test_full_size_official_layout_maps_strictly() -> None:
     sd.update(ddpm_buffers(cfg))
     converted = W.convert_official_state_dict(sd, cfg)
     components = build_components(cfg, empty=True)
-    missing, unexpected, mismatched = W._check_against(components.modules(), converted)
+    missing, unexpected, mismatched = W.check_against(components.modules(), converted)
     assert (missing, unexpected, mismatched) == ([], [], [])
     counts = components.num_parameters()
     assert round(counts["unet"] / 1e6, 2) == 865.91  # "DiffusionWrapper has 865.91 M params"
