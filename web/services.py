@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +27,29 @@ class Services:
     publisher: Any  # web.publisher.Publisher protocol
     analyzer: Any  # callable(image_bytes, categories) -> analysis dict
     secret_key: str
-    webhook_resolver: Any = None
-    webhook_allow_http: bool = False
-    webhook_allow_private: bool = False
+    webhook_resolver: Any = None  # tryon.webhooks.Resolver; None: the system resolver
+    #: raises when the broker is unreachable (/readyz); None: a kombu connection check
+    broker_probe: Callable[[], None] | None = None
+    #: how long GET /v1/ops/workers waits for pongs
+    worker_ping_timeout_s: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceOverrides:
+    """What ``create_app(services=...)`` uses instead of building it from the settings.
+
+    Tests and embedders pass fakes here (never through ``app.config``); ``None`` means build the
+    default from :class:`~tryon.config.Settings`.
+    """
+
+    session_factory: sessionmaker[Session] | None = None
+    storage: Storage | None = None
+    publisher: Any = None  # web.publisher.Publisher protocol
+    analyzer: Any = None  # callable(image_bytes, categories) -> analysis dict
+    webhook_resolver: Any = None
+    broker_probe: Callable[[], None] | None = None
+    worker_ping_timeout_s: float = 1.0
 
 
 def services() -> Services:

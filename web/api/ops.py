@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import current_app
 from sqlalchemy import select, text
 
 from tryon.records.models import TryOnJob
@@ -83,7 +82,7 @@ def queues() -> dict[str, Any]:
 @bp.output(WorkersOut)
 def workers() -> dict[str, Any]:
     """Live Celery workers (`inspect ping`); empty when none answers within the timeout."""
-    timeout = float(current_app.config["TRYON_WORKER_PING_TIMEOUT"])
+    timeout = services().worker_ping_timeout_s
     try:
         found = services().publisher.ping_workers(timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - an unreachable broker means no visible workers

@@ -193,11 +193,9 @@ def create_tryon(body: dict[str, Any]) -> Any:
             raise verdict_error(verdict, None)
     webhook_url = body.get("webhook_url")
     if webhook_url:
-        from tryon.webhooks import validate_webhook_url
+        from tryon.webhooks import check_webhook_url
 
-        validate_webhook_url(webhook_url, resolver=svc.webhook_resolver,
-                             allow_http=svc.webhook_allow_http,
-                             allow_private=svc.webhook_allow_private)
+        check_webhook_url(svc.settings, webhook_url, resolver=svc.webhook_resolver)
     # 3. admission: a cap on open jobs per shopper. Lock the shopper's account row first so
     # concurrent creates for one shopper count one after the other (PostgreSQL; SQLite
     # serialises writers anyway and ignores FOR UPDATE).
@@ -207,7 +205,7 @@ def create_tryon(body: dict[str, Any]) -> Any:
             TryOnJob.owner_id == owner, TryOnJob.status.in_(("queued", "running"))))
     from flask import current_app
 
-    if (open_jobs or 0) >= int(current_app.config["TRYON_OPEN_JOB_LIMIT"]):
+    if (open_jobs or 0) >= svc.settings.max_open_jobs_per_shopper:
         raise TooManyOpenJobsError()
     # 4. commit the row, THEN publish its id (a lost publish is re-sent by the reaper)
     from tryon.records.jobs import create_job, mark_published
