@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from apiflask import APIFlask
-from flask import Response
+from flask import Response, g, request
 
 from tryon.config import Settings, load_settings
 from web.auth import authenticate_request
@@ -92,7 +92,8 @@ def create_app(
     metrics = Metrics()
     app.extensions["tryon_metrics"] = metrics
 
-    # 3. request lifecycle: metrics timer, auth, session teardown, headers
+    # 3. request lifecycle: request id, metrics timer, auth, session teardown, headers
+    _install_request_id(app)
     metrics.install(app)
     app.before_request(authenticate_request)
     app.teardown_appcontext(close_session)
@@ -123,3 +124,34 @@ def create_app(
 
     metrics.add_job_collector(_job_stats)
     return app
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def _install_request_id(app: APIFlask) -> None:
+    """A request id on every log line of a request (:mod:`tryon.logs`) and in the response:
+    the client's ``X-Request-ID`` when it is sane, else a generated one."""
+    from tryon import logs
+
+    @app.before_request
+    def _set_request_id() -> None:
+        rid = logs.sane_request_id(request.headers.get(REQUEST_ID_HEADER))
+        g.request_id = rid
+        g.request_id_token = logs.set_request_id(rid)
+
+    @app.after_request
+    def _echo_request_id(resp: Response) -> Response:
+        rid = g.get("request_id")
+        if rid:
+            resp.headers[REQUEST_ID_HEADER] = rid
+        return resp
+
+    @app.teardown_request
+    def _reset_request_id(_exc: BaseException | None = None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            try:
+                logs.reset_request_id(token)
+            except ValueError:  # set in another context (a streamed response): just clear it
+                logs.set_request_id(None)

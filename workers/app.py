@@ -22,6 +22,7 @@ from tryon.celeryconf import (
     queue_name,
 )
 from tryon.config import Settings
+from tryon.logs import job_extra
 from tryon.records import jobs
 from tryon.records.db import session_scope
 
@@ -61,7 +62,7 @@ def enqueue_job(
     try:
         publish_job(app, settings, job_id, queue)
     except PUBLISH_ERRORS as exc:
-        log.warning("job=%s publish failed, the reaper will retry: %s", job_id, exc)
+        log.warning("publish failed, the reaper will retry: %s", exc, extra=job_extra(job_id))
         return False
     with session_scope(factory) as s:
         jobs.mark_published(s, job_id)

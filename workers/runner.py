@@ -51,6 +51,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon import logs
 from tryon.config import Settings
 from tryon.engines.base import Engine, RenderParams, RenderRequest
 from tryon.errors import (
@@ -62,6 +63,7 @@ from tryon.errors import (
 from tryon.records import jobs
 from tryon.records.db import session_scope
 from tryon.records.models import Garment, Photo, TryOnJob, WebhookDelivery
+from tryon.storage import ObjectNotFoundError
 from tryon.types import Box, Category
 
 log = logging.getLogger(__name__)
@@ -235,8 +237,6 @@ def build_render_inputs(
     wants_shape = params.get("mask") == "shape"
     person_mask_key = photo.person_mask_key
     if wants_shape and person_mask_key:
-        from tryon.storage import ObjectNotFoundError
-
         try:
             shaped = shape_target_mask(box, (w, h), _decode_mask(get(person_mask_key)))
         except (ObjectNotFoundError, OSError, ValueError) as exc:
@@ -295,7 +295,7 @@ class StorageReferenceCache:
         key = self.key(name)
         try:
             data: bytes = self._retry(lambda: self.storage.get(key), "derived.get")
-        except KeyError:  # ObjectNotFoundError: not cached yet
+        except ObjectNotFoundError:  # not cached yet
             return None
         except TRANSIENT_ERRORS as exc:
             log.warning("derived %s unreadable, recomputing: %s", key, exc)
@@ -348,7 +348,8 @@ class _Heartbeat:
                 ok = jobs.heartbeat(s, self._job_id, self._attempt, self.progress, self.stage)
         except OperationalError as exc:
             # a DB blip: keep going; the next beat retries and fencing protects the finish
-            log.warning("job=%s heartbeat failed: %s", self._job_id, exc)
+            log.warning("heartbeat failed: %s", exc,
+                        extra=logs.job_extra(self._job_id, self._attempt))
             return not self.lost
         if not ok:
             self.lost = True
@@ -420,8 +421,8 @@ class JobRunner:
         if self.on_terminal is not None:
             try:
                 self.on_terminal(job_id)
-            except Exception:  # noqa: BLE001 - the reaper re-sends pending deliveries
-                log.exception("job=%s publishing its webhook failed", job_id)
+            except Exception:  # the reaper re-sends pending deliveries
+                log.exception("publishing its webhook failed")
 
     # -- the run ----------------------------------------------------------------------
     def run(self, job_id: str) -> RunOutcome:
@@ -437,14 +438,15 @@ class JobRunner:
         if claim.outcome is jobs.ClaimOutcome.BUSY:
             raise BusyError(job_id)
         if claim.outcome is jobs.ClaimOutcome.EXHAUSTED:
-            log.warning("job=%s attempts exhausted: failed/worker_lost", job_id)
+            log.warning("attempts exhausted: failed/worker_lost")
             self._notify(job_id)
             return RunOutcome(job_id, "exhausted", error_code=jobs.WORKER_LOST)
         if claim.outcome is not jobs.ClaimOutcome.CLAIMED or claim.attempt is None:
-            log.info("job=%s nothing to do (%s)", job_id, claim.outcome)
+            log.info("nothing to do (%s)", claim.outcome)
             return RunOutcome(job_id, "skipped")
         attempt = claim.attempt
-        log.info("job=%s attempt=%d claimed by %s", job_id, attempt, self.worker_id)
+        logs.bind_attempt(attempt)
+        log.info("claimed by %s", self.worker_id)
         written: list[str] = []
         timings: dict[str, float] = {}
         hb = _Heartbeat(self.session_factory, job_id, attempt, self.settings.heartbeat_interval_s)
@@ -468,27 +470,27 @@ class JobRunner:
             self._delete(written)
             code = getattr(exc, "code", "service_unavailable")
             return self._fail(job_id, attempt, code, f"{type(exc).__name__}: {exc}"[:500], timings)
-        except KeyError as exc:  # tryon.storage.ObjectNotFoundError: an input object is gone
+        except ObjectNotFoundError as exc:  # an input object is gone
             self._delete(written)
             return self._fail(job_id, attempt, "inputs_missing",
                               f"A stored input of this job is missing: {exc}"[:500], timings)
         except (ValueError, OSError) as exc:
             # undecodable stored inputs and the like: permanent for this job
-            log.exception("job=%s attempt=%d failed", job_id, attempt)
+            log.exception("failed")
             self._delete(written)
             return self._fail(job_id, attempt, "internal_error",
                               f"{type(exc).__name__}: {exc}"[:500], timings)
-        except Exception as exc:  # noqa: BLE001 - the last resort; see unexpected_error_message
+        except Exception as exc:  # the last resort; see unexpected_error_message
             # Left to propagate, the job would stay "running" with a dead heartbeat, be re-run
             # until max_attempts (repeating the same crash) and end as a misleading worker_lost.
-            log.exception("job=%s attempt=%d unexpected error", job_id, attempt)
+            log.exception("unexpected error")
             self._delete(written)
             return self._fail(job_id, attempt, "internal_error",
                               unexpected_error_message(exc), timings)
         if outcome is None:
             # canceled or superseded: leave nothing behind under this attempt's keys
             self._delete(written)
-            log.info("job=%s attempt=%d stopped: no longer the owner", job_id, attempt)
+            log.info("stopped: no longer the owner")
             return RunOutcome(job_id, "fenced", attempt)
         return outcome
 
@@ -496,7 +498,7 @@ class JobRunner:
               timings: dict[str, float]) -> RunOutcome:
         ok = self._db(lambda s: jobs.finish_failure(s, job_id, attempt, code, message,
                                                     timings=timings), "finish_failure")
-        log.warning("job=%s attempt=%d failed code=%s recorded=%s", job_id, attempt, code, ok)
+        log.warning("failed code=%s recorded=%s", code, ok)
         if ok:
             self._notify(job_id)
             return RunOutcome(job_id, "failed", attempt, code)
@@ -511,7 +513,8 @@ class JobRunner:
 
         def load(s: Session) -> tuple[TryOnJob, Photo | None, Garment | None]:
             job = s.get(TryOnJob, job_id)
-            assert job is not None  # claimed a moment ago; a delete cascades and fences us
+            if job is None:  # claimed a moment ago: deleted since (the delete fences us)
+                raise CanceledError("The job was deleted while it ran.")
             return job, s.get(Photo, job.photo_id), s.get(Garment, job.garment_id)
 
         job, photo, garment = self._db(load, "load job")
@@ -582,7 +585,7 @@ class JobRunner:
                       "finish_success")
         if not ok:
             return None
-        log.info("job=%s attempt=%d succeeded samples=%d", job_id, attempt, len(specs))
+        log.info("succeeded samples=%d", len(specs))
         self._notify(job_id)
         return RunOutcome(job_id, "succeeded", attempt)
 
@@ -635,8 +638,8 @@ class JobRunner:
             if row is None or row.status != jobs.RUNNING:
                 return False
             if row.worker_id != killed_worker_id[:200]:
-                log.warning("job=%s hard time limit of %s, but attempt %d belongs to %s now: "
-                            "left alone", job_id, killed_worker_id, row.attempt, row.worker_id)
+                log.warning("hard time limit of %s, but attempt %d belongs to %s now: left alone",
+                            killed_worker_id, row.attempt, row.worker_id)
                 return False
             return jobs.finish_failure(s, job_id, row.attempt, jobs.TIMEOUT,
                                        "The job exceeded the hard time limit and was killed.")

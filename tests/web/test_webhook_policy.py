@@ -18,7 +18,7 @@ from tryon.records.models import WebhookDelivery
 class _Sink(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         _Sink.hits.append(self.path)
         self.send_response(204)

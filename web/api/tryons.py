@@ -21,6 +21,7 @@ from tryon.errors import (
     NotFoundError,
     TooManyOpenJobsError,
 )
+from tryon.logs import job_extra
 from tryon.records.models import Account, Garment, TryOnJob, TryOnResult
 from tryon.types import Role
 from web.api.common import AUTH_DOC, aware, consumes, iso, paginate, png_responses
@@ -246,12 +247,13 @@ def create_tryon(body: dict[str, Any]) -> Any:
         svc.publisher.publish(job.id, queue)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the row is safe, reaper re-publishes
         metrics.publish_failures.inc()
-        log.warning("job=%s publish failed (%s); the reaper will re-publish", job.id,
-                    type(exc).__name__)
+        log.warning("publish failed (%s); the reaper will re-publish", type(exc).__name__,
+                    extra=job_extra(job.id))
     else:
         mark_published(session, job.id)
         session.commit()
-    log.info("job=%s created owner=%s engine=%s queue=%s", job.id, owner, engine, queue)
+    log.info("created owner=%s engine=%s queue=%s", owner, engine, queue,
+             extra=job_extra(job.id))
     return out, 202
 
 
