@@ -93,7 +93,8 @@ class Settings:
     max_attempts: int = 3
     #: how often a running job's worker writes its heartbeat
     heartbeat_interval_s: float = 5.0
-    #: a running job whose heartbeat is older than this is reaped (>= 3 x the interval)
+    #: a running job whose heartbeat is older than this is reaped, and a registered worker
+    #: process whose heartbeat is older counts as gone (>= 3 x the interval)
     stale_after_s: float = 30.0
     #: seconds between reaper passes
     reaper_interval_s: float = 10.0
@@ -127,7 +128,10 @@ class Settings:
     #: the reaper runs the retention purge at most this often
     purge_interval_s: float = 300.0
     # --- engine defaults
-    default_engine: str = ""  # when a request names none; empty: anydoor with weights, else preview
+    #: engine when a request names none; empty: `tryon render` takes anydoor when weights are
+    #: configured, else preview; the API takes anydoor when a live worker advertises it, else
+    #: preview (tryon.engines.registry)
+    default_engine: str = ""
     #: diffusion steps when a request names none
     default_steps: int = 50
     #: classifier-free guidance when a request names none

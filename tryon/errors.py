@@ -144,6 +144,14 @@ class EngineUnavailableError(TryOnError):
     default_message = "That engine is not available on this deployment."
 
 
+class NoWorkerForEngineError(EngineUnavailableError):
+    """No live worker advertises the engine (none runs yet, or none has its weights): retry
+    after ``Retry-After``, or pick an engine from ``details["available"]``."""
+
+    http_status = 503
+    default_message = "No running worker can serve that engine right now."
+
+
 class NumericalError(TryOnError):
     code = "numerical_error"
     http_status = 500

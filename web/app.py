@@ -71,6 +71,7 @@ def create_app(
     from web.analyzer import PoolAnalyzer
     from web.metrics import Metrics
     from web.publisher import CeleryPublisher
+    from web.services import RegistryEngines
     from web.signing import resolve_secret_key
 
     configure_pillow(IntakeLimits.from_settings(settings))
@@ -84,9 +85,9 @@ def create_app(
         publisher=over.publisher or CeleryPublisher(settings),
         analyzer=over.analyzer or PoolAnalyzer(),
         secret_key=resolve_secret_key(settings),
+        engines=over.engines or RegistryEngines(settings.stale_after_s),
         webhook_resolver=over.webhook_resolver,
         broker_probe=over.broker_probe,
-        worker_ping_timeout_s=over.worker_ping_timeout_s,
     )
     app.extensions["tryon"] = svc
     metrics = Metrics()
@@ -111,9 +112,13 @@ def create_app(
 
     for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp, me.bp):
         app.register_blueprint(bp)
+    # the server-rendered pages (session cookie + CSRF) and the offline /docs assets
+    from web import pages
+
+    pages.install(app, svc.secret_key)
 
     def _job_stats() -> dict[str, Any] | None:
-        from tryon.records.jobs import queue_stats
+        from tryon.records.stats import queue_stats
 
         try:
             with session_factory() as s:

@@ -27,11 +27,11 @@ class Services:
     publisher: Any  # web.publisher.Publisher protocol
     analyzer: Any  # callable(image_bytes, categories) -> analysis dict
     secret_key: str
+    #: ``engines(session) -> {engine: ready}`` for engines live workers advertise
+    engines: Any = None
     webhook_resolver: Any = None  # tryon.webhooks.Resolver; None: the system resolver
     #: raises when the broker is unreachable (/readyz); None: a kombu connection check
     broker_probe: Callable[[], None] | None = None
-    #: how long GET /v1/ops/workers waits for pongs
-    worker_ping_timeout_s: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,9 +47,23 @@ class ServiceOverrides:
     storage: Storage | None = None
     publisher: Any = None  # web.publisher.Publisher protocol
     analyzer: Any = None  # callable(image_bytes, categories) -> analysis dict
+    #: ``engines(session) -> {engine: ready}``; None: the worker registry (RegistryEngines)
+    engines: Any = None
     webhook_resolver: Any = None
     broker_probe: Callable[[], None] | None = None
-    worker_ping_timeout_s: float = 1.0
+
+
+class RegistryEngines:
+    """The engines live workers advertise in the worker registry (:mod:`tryon.records.workers`):
+    a worker whose heartbeat is older than ``stale_after_s`` counts as gone."""
+
+    def __init__(self, stale_after_s: float) -> None:
+        self.stale_after_s = stale_after_s
+
+    def __call__(self, session: Session) -> dict[str, bool]:
+        from tryon.records.workers import live_engines
+
+        return live_engines(session, self.stale_after_s)
 
 
 def services() -> Services:

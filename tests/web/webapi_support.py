@@ -136,7 +136,7 @@ class Ctx:
 def make_ctx(tmp_path: Path, database_url: str = "", *, settings_changes: dict[str, Any] | None = None,
              flask_config: dict[str, Any] | None = None, **service_overrides: Any) -> Ctx:
     """An app on a fresh database. ``service_overrides`` are :class:`ServiceOverrides` fields
-    (``publisher=``, ``analyzer=``, ``webhook_resolver=``, ``broker_probe=``...),
+    (``publisher=``, ``analyzer=``, ``engines=``, ``webhook_resolver=``, ``broker_probe=``...),
     ``settings_changes`` are :class:`Settings` fields, ``flask_config`` Flask's own keys."""
     from web import create_app
     from web.services import ServiceOverrides
@@ -149,7 +149,9 @@ def make_ctx(tmp_path: Path, database_url: str = "", *, settings_changes: dict[s
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
     over: dict[str, Any] = {"publisher": RecordingPublisher(), "analyzer": FakeAnalyzer(),
-                            "session_factory": factory, "broker_probe": lambda: None}
+                            "session_factory": factory, "broker_probe": lambda: None,
+                            # a live worker serving preview (the registry is tested on its own)
+                            "engines": lambda session: {"preview": True}}
     over.update(service_overrides)
     app = create_app(settings, ServiceOverrides(**over),
                      config={"TESTING": True, **(flask_config or {})})

@@ -27,6 +27,11 @@ class FakeEngine:
         self.settings = settings
         # proves lazy loading: the engine is built in the pool child, never the parent
         self.pid = os.getpid()
+        self.loaded = False
+
+    def load(self) -> None:
+        """Called by the worker right after the fork (workers.presence), before any job."""
+        self.loaded = True
 
     def render(self, request: RenderRequest, *, callback=None, should_cancel=None) -> RenderOutput:  # type: ignore[no-untyped-def]
         ctx = CURRENT_JOB.get()
@@ -57,4 +62,4 @@ class FakeEngine:
             img[...] = (seed % 256, (seed >> 8) % 256, (seed >> 16) % 256)
             images.append(img)
         return RenderOutput(images=images, seeds=list(request.params.seeds),
-                            record={"engine": "fake", "pid": self.pid})
+                            record={"engine": "fake", "pid": self.pid, "loaded": self.loaded})

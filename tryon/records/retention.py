@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tryon.records.erasure import cancel_open_jobs, delete_job_rows
-from tryon.records.models import Photo, TryOnJob, TryOnResult
-from tryon.storage import Storage, job_prefix
+from tryon.records.erasure import delete_photos
+from tryon.records.models import Photo, TryOnResult
+from tryon.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -58,35 +58,13 @@ def purge_expired(
     photos = canceled = n_jobs = n_results = objects = 0
     if photo_ttl_s > 0:
         cutoff = now - timedelta(seconds=photo_ttl_s)
-        rows = session.execute(
-            select(Photo.id, Photo.owner_id, Photo.image_key, Photo.person_mask_key,
-                   Photo.deleted_at)
-            .where(Photo.created_at < cutoff).order_by(Photo.created_at).limit(batch)
-        ).all()
-        if rows:
-            photo_ids = [r.id for r in rows]
-            job_rows = session.execute(
-                select(TryOnJob.id, TryOnJob.owner_id, TryOnJob.status)
-                .where(TryOnJob.photo_id.in_(photo_ids))
-            ).all()
-            canceled = cancel_open_jobs(
-                session, [j.id for j in job_rows if j.status in ("queued", "running")])
-            session.commit()  # fence running workers out before anything is deleted
-            for r in rows:
-                if r.deleted_at is None:  # a deleted photo's objects are gone already
-                    storage.delete(r.image_key)
-                    objects += 1
-                    if r.person_mask_key:
-                        storage.delete(r.person_mask_key)
-                        objects += 1
-            for j in job_rows:
-                objects += storage.delete_prefix(job_prefix(j.owner_id, j.id))
-            n_jobs, n_results = delete_job_rows(session, [j.id for j in job_rows])
-            photos = session.execute(
-                delete(Photo).where(Photo.id.in_(photo_ids)),
-                execution_options={"synchronize_session": False},
-            ).rowcount  # type: ignore[attr-defined]
-            session.commit()
+        photo_ids = list(session.scalars(
+            select(Photo.id).where(Photo.created_at < cutoff).order_by(Photo.created_at)
+            .limit(batch)))
+        if photo_ids:
+            canceled, objects, n_jobs, n_results = delete_photos(
+                session, storage, photo_ids, keep_rows=False)
+            photos = len(photo_ids)
     if result_ttl_s > 0:
         cutoff = now - timedelta(seconds=result_ttl_s)
         results = session.execute(
