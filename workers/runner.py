@@ -180,6 +180,10 @@ class JobRunner:
         """Run job ``job_id`` once (see the module docstring). Raises :class:`BusyError` when
         another run holds a fresh heartbeat, and transient errors that outlived the retries
         before the claim."""
+        with logs.job_context(job_id):  # also when called outside the Celery task (tests, CLI)
+            return self._run(job_id)
+
+    def _run(self, job_id: str) -> RunOutcome:
         claim = jobs.Claim(jobs.ClaimOutcome.RACED)
         for _ in range(3):
             claim = self._db(lambda s: jobs.try_claim(

@@ -13,6 +13,7 @@ DOC = ROOT / "docs" / "settings.md"
 #: TRYON_* variables that are not service settings (scripts, compose, tests); listed in the doc
 NOT_SETTINGS = {"TRYON_MIGRATIONS_DIR", "TRYON_WEIGHTS_DIR", "TRYON_RUN_NO_SERVE",
                 "TRYON_DEMO_OUT", "TRYON_TEST_ENGINES", "TRYON_TEST_REDIS_DB",
+                "TRYON_UPDATE_SCREENSHOTS",
                 # gone app-config keys, named in the doc's note on the webhook policy
                 "TRYON_WEBHOOK_ALLOW_HTTP", "TRYON_WEBHOOK_ALLOW_PRIVATE",
                 # the docstring example of the naming rule

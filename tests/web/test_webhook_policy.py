@@ -30,7 +30,7 @@ class _Sink(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("insecure", [False, True])
 def test_api_and_worker_agree_on_a_loopback_http_webhook(tmp_path: Path, insecure: bool) -> None:
-    from workers.runner import deliver_webhook
+    from workers.webhooks import deliver_webhook
 
     server = http.server.HTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
