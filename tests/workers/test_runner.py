@@ -499,6 +499,9 @@ def test_failed_job_stores_a_redacted_message_and_logs_the_detail(  # type: igno
 
     job_id = new(factory, ids)
     runner, _, _ = make_runner(settings, factory, _DbDownStorage(storage), transient_retries=1)
+    from tryon import logs
+
+    caplog.handler.addFilter(logs.ContextFilter())  # the job id comes from the log context
     with caplog.at_level("WARNING", logger="workers.runner"):
         out = runner.run(job_id)
     assert out.error_code == "service_unavailable"
@@ -506,7 +509,7 @@ def test_failed_job_stores_a_redacted_message_and_logs_the_detail(  # type: igno
     assert job.error_message == REDACTED_MESSAGES["service_unavailable"]
     for secret in ("SELECT", "api_keys", "k-123", "db.internal"):
         assert secret not in (job.error_message or "")
-    detail = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    detail = [r.getMessage() for r in caplog.records if getattr(r, "job_id", None) == job_id]
     assert any("db.internal" in m for m in detail), detail
 
 
