@@ -232,7 +232,7 @@ def test_sigstopped_worker_resumes_after_takeover_and_changes_nothing(
 
     # A wakes up: its run must notice it lost the job and clean up after itself
     log_a = Path(a.log_path)  # type: ignore[attr-defined]
-    marker = f"job={job_id} attempt=1 stopped: no longer the owner"
+    marker = f'job_id={job_id} attempt=1 msg="stopped: no longer the owner"'
     st.wait_until(lambda: marker in log_a.read_text(errors="replace"), 30, "A fenced out")
     job = st.job(job_id)
     assert (job.status, job.attempt) == ("succeeded", 2)
