@@ -93,8 +93,7 @@ def main() -> None:
     from werkzeug.serving import make_server
 
     tmp = Path(tempfile.mkdtemp(prefix="tryon-bench-"))
-    ctx = make_ctx(tmp)
-    ctx.app.config["TRYON_OPEN_JOB_LIMIT"] = 10**9
+    ctx = make_ctx(tmp, settings_changes={"max_open_jobs_per_shopper": 10**9})
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     logging.getLogger("web").setLevel(logging.WARNING)
     port = _free_port()

@@ -74,7 +74,7 @@ def main() -> None:
         ids = seed_inputs(s, storage)
         s.commit()
 
-    log = open(tmp / "worker.log", "wb")  # noqa: SIM115
+    log = open(tmp / "worker.log", "wb")
     worker = subprocess.Popen(
         [sys.executable, "-c", "from tryon.cli import main; main()", "worker", "--queues",
          "gpu,cpu", "--concurrency", "1", "--loglevel", "WARNING"],

@@ -25,7 +25,7 @@ def pg_unreachable() -> str | None:
 
         with psycopg.connect(PG_DSN, connect_timeout=3):
             return None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any driver error: not reachable
         return f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}"
 
 

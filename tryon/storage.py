@@ -7,7 +7,7 @@ boundary even on S3, where some tools normalise ``../``.
 
 Transient backend failures (disk full, connection errors, S3 5xx/throttling) raise
 :class:`tryon.errors.StorageUnavailableError` so callers can retry; a missing key raises
-:class:`KeyError`-compatible :class:`ObjectNotFoundError`.
+:class:`ObjectNotFoundError` (a :class:`LookupError`, not a :class:`KeyError`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ _OWNER_RE = re.compile(r"^[0-9a-f]{32}$", re.ASCII)
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$", re.ASCII)
 
 
-class ObjectNotFoundError(KeyError):
-    """The key is valid but no object is stored under it."""
+class ObjectNotFoundError(LookupError):
+    """The key is valid but no object is stored under it (every backend's ``get``/``open``...).
+
+    Deliberately not a :class:`KeyError`: callers catch exactly this, so a programming
+    ``KeyError`` (a missing dict entry) is never mistaken for a missing object.
+    """
 
 
 def check_key(key: str) -> str:

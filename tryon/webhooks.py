@@ -347,3 +347,15 @@ def deliver(
         return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500])
     finally:
         conn.close()
+
+
+def check_webhook_url(
+    settings: Settings, url: str, *, resolver: Resolver | None = None
+) -> CheckedURL:
+    """:func:`validate_webhook_url` under the deployment's policy.
+
+    ``TRYON_WEBHOOK_ALLOW_INSECURE`` is the one switch: the API calls this when a try-on is
+    created and the worker before each delivery, so both sides always agree.
+    """
+    insecure = settings.webhook_allow_insecure
+    return validate_webhook_url(url, resolver=resolver, allow_http=insecure, allow_private=insecure)

@@ -1,22 +1,25 @@
-"""The app factory: ``create_app(settings=None, **overrides)``.
+"""The app factory: ``create_app(settings=None, services=None, config=None)``.
 
-Config is read in one order: :class:`tryon.config.Settings` (from ``TRYON_*``), then keyword
-overrides (tests inject ``TRYON_PUBLISHER``, ``TRYON_PHOTO_ANALYZER``, ``TRYON_STORAGE``...).
-The database schema is never created or migrated here: run ``tryon db upgrade``.
+Settings come from one :class:`tryon.config.Settings` (read from ``TRYON_*`` when not given);
+services (database sessions, storage, publisher, analyzer...) are built from it unless
+``services`` (a :class:`web.services.ServiceOverrides`) supplies them; ``config`` holds Flask's
+own keys only (``TESTING``, ``PROPAGATE_EXCEPTIONS``...). ``app.config`` is Flask's, never a
+service locator. The database schema is never created or migrated here: run ``tryon db upgrade``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from apiflask import APIFlask
-from flask import Response
+from flask import Response, g, request
 
 from tryon.config import Settings, load_settings
 from web.auth import authenticate_request
 from web.errors import register_error_handlers
-from web.services import Services, close_session
+from web.services import ServiceOverrides, Services, close_session
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,20 @@ MAX_FORM_PARTS = 16
 MAX_FORM_MEMORY_SIZE = 256 * 1024
 
 
-def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
-    """Build the API app. ``overrides`` are set on ``app.config`` after the defaults."""
+def create_app(
+    settings: Settings | None = None,
+    services: ServiceOverrides | None = None,
+    *,
+    config: Mapping[str, Any] | None = None,
+) -> APIFlask:
+    """Build the API app from ``settings``, with ``services`` overriding the built ones."""
     settings = settings or load_settings()
     settings.validate()
+    over = services or ServiceOverrides()
+    bad = [k for k in (config or {}) if str(k).startswith("TRYON_")]
+    if bad:
+        raise TypeError(f"settings and services go in Settings / ServiceOverrides, not app.config: "
+                        f"{bad}")
     app = APIFlask(
         __name__, title=API_TITLE, version=API_VERSION, spec_path="/openapi.json",
         docs_path="/docs", json_errors=True, static_folder=None,  # type: ignore[arg-type]
@@ -48,9 +61,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
             "Virtual try-on API. Authenticate with `Authorization: Bearer <key>`. Every error "
             'is `{"error": {"code", "message"}}`.'
         ),
-        TRYON_OPEN_JOB_LIMIT=settings.max_open_jobs_per_shopper,
     )
-    app.config.update(overrides)
+    app.config.update(config or {})
 
     # 2. services
     from tryon.images import IntakeLimits, configure_pillow
@@ -63,26 +75,26 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     from web.signing import resolve_secret_key
 
     configure_pillow(IntakeLimits.from_settings(settings))
-    session_factory = app.config.get("TRYON_SESSION_FACTORY") or make_session_factory(
+    session_factory = over.session_factory or make_session_factory(
         make_engine(settings.resolved_database_url)
     )
     svc = Services(
         settings=settings,
         session_factory=session_factory,
-        storage=app.config.get("TRYON_STORAGE") or make_storage(settings),
-        publisher=app.config.get("TRYON_PUBLISHER") or CeleryPublisher(settings),
-        analyzer=app.config.get("TRYON_PHOTO_ANALYZER") or PoolAnalyzer(),
+        storage=over.storage or make_storage(settings),
+        publisher=over.publisher or CeleryPublisher(settings),
+        analyzer=over.analyzer or PoolAnalyzer(),
         secret_key=resolve_secret_key(settings),
-        engines=app.config.get("TRYON_ENGINE_DIRECTORY") or RegistryEngines(settings.stale_after_s),
-        webhook_resolver=app.config.get("TRYON_WEBHOOK_RESOLVER"),
-        webhook_allow_http=bool(app.config.get("TRYON_WEBHOOK_ALLOW_HTTP", False)),
-        webhook_allow_private=bool(app.config.get("TRYON_WEBHOOK_ALLOW_PRIVATE", False)),
+        engines=over.engines or RegistryEngines(settings.stale_after_s),
+        webhook_resolver=over.webhook_resolver,
+        broker_probe=over.broker_probe,
     )
     app.extensions["tryon"] = svc
     metrics = Metrics()
     app.extensions["tryon_metrics"] = metrics
 
-    # 3. request lifecycle: metrics timer, auth, session teardown, headers
+    # 3. request lifecycle: request id, metrics timer, auth, session teardown, headers
+    _install_request_id(app)
     metrics.install(app)
     app.before_request(authenticate_request)
     app.teardown_appcontext(close_session)
@@ -117,3 +129,34 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
 
     metrics.add_job_collector(_job_stats)
     return app
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def _install_request_id(app: APIFlask) -> None:
+    """A request id on every log line of a request (:mod:`tryon.logs`) and in the response:
+    the client's ``X-Request-ID`` when it is sane, else a generated one."""
+    from tryon import logs
+
+    @app.before_request
+    def _set_request_id() -> None:
+        rid = logs.sane_request_id(request.headers.get(REQUEST_ID_HEADER))
+        g.request_id = rid
+        g.request_id_token = logs.set_request_id(rid)
+
+    @app.after_request
+    def _echo_request_id(resp: Response) -> Response:
+        rid = g.get("request_id")
+        if rid:
+            resp.headers[REQUEST_ID_HEADER] = rid
+        return resp
+
+    @app.teardown_request
+    def _reset_request_id(_exc: BaseException | None = None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            try:
+                logs.reset_request_id(token)
+            except ValueError:  # set in another context (a streamed response): just clear it
+                logs.set_request_id(None)

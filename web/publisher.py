@@ -23,7 +23,7 @@ class Publisher(Protocol):
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.2}
 
 
-def CeleryPublisher(settings: Settings) -> Dispatcher:  # noqa: N802 - the historic name
+def CeleryPublisher(settings: Settings) -> Dispatcher:  # the historic name (a factory now)
     """The web app's dispatcher; its Celery app is created on first use."""
 
     def app() -> Any:

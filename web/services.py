@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +29,28 @@ class Services:
     secret_key: str
     #: ``engines(session) -> {engine: ready}`` for engines live workers advertise
     engines: Any = None
-    webhook_resolver: Any = None
-    webhook_allow_http: bool = False
-    webhook_allow_private: bool = False
+    webhook_resolver: Any = None  # tryon.webhooks.Resolver; None: the system resolver
+    #: raises when the broker is unreachable (/readyz); None: a kombu connection check
+    broker_probe: Callable[[], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceOverrides:
+    """What ``create_app(services=...)`` uses instead of building it from the settings.
+
+    Tests and embedders pass fakes here (never through ``app.config``); ``None`` means build the
+    default from :class:`~tryon.config.Settings`.
+    """
+
+    session_factory: sessionmaker[Session] | None = None
+    storage: Storage | None = None
+    publisher: Any = None  # web.publisher.Publisher protocol
+    analyzer: Any = None  # callable(image_bytes, categories) -> analysis dict
+    #: ``engines(session) -> {engine: ready}``; None: the worker registry (RegistryEngines)
+    engines: Any = None
+    webhook_resolver: Any = None
+    broker_probe: Callable[[], None] | None = None
 
 
 class RegistryEngines:

@@ -15,10 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from tryon.celeryconf import QUEUE_CPU, QUEUE_GPU
+
+if TYPE_CHECKING:
+    from tryon.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +42,9 @@ def _queues(spec: str) -> list[str]:
               help="Pool processes. Default: 1 when consuming gpu (one job per GPU), else CPUs.")
 @click.option("--beat/--no-beat", default=False,
               help="Also run the beat scheduler (the periodic reaper) in this worker.")
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", default=None, help="Log level (default: TRYON_LOG_LEVEL, INFO).")
 @click.option("--hostname", "-n", default=None, help="Celery node name (default: celery@host).")
-def worker(queues: str, concurrency: int | None, beat: bool, loglevel: str,
+def worker(queues: str, concurrency: int | None, beat: bool, loglevel: str | None,
            hostname: str | None) -> None:
     """Run a Celery worker (prefork pool: time limits and child recycling need it)."""
     from tryon.celeryconf import queue_name
@@ -57,7 +61,7 @@ def worker(queues: str, concurrency: int | None, beat: bool, loglevel: str,
         concurrency = 1 if QUEUE_GPU in logical else (os.cpu_count() or 1)
     argv = ["worker", "--pool", "prefork", "--concurrency", str(concurrency),
             "--queues", ",".join(queue_name(settings, q) for q in logical),
-            "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+            "--loglevel", loglevel or settings.log_level, "--without-gossip", "--without-mingle"]
     if beat:
         argv += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
     if hostname:
@@ -80,13 +84,14 @@ def serve(host: str, port: int, concurrency: int, no_worker: bool) -> None:
     from tryon.cli import fail
     from tryon.config import load_settings
     from tryon.errors import ConfigError
+    from tryon.logs import configure_from_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings()
     except ConfigError as exc:
         fail(exc)
         return
+    configure_from_settings(settings)
     children: list[subprocess.Popen[bytes]] = []
     py = sys.executable
     api = [py, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
@@ -138,19 +143,17 @@ def serve(host: str, port: int, concurrency: int, no_worker: bool) -> None:
     sys.exit(0)
 
 
-def _reaper_loop(settings: object, stop: threading.Event) -> None:
+def _reaper_loop(settings: Settings, stop: threading.Event) -> None:
     """The reaper inside ``serve`` (its own DB engine and publisher; no Celery beat needed)."""
-    from tryon.config import Settings
     from tryon.records.db import make_engine, make_session_factory
     from workers.app import make_dispatcher
     from workers.reaper import Reaper
 
-    assert isinstance(settings, Settings)
     dispatcher = make_dispatcher(settings)
     reaper = Reaper(settings, make_session_factory(make_engine(settings.resolved_database_url)),
                     dispatcher.publish, dispatcher.publish_webhooks)
     while not stop.wait(settings.reaper_interval_s):
         try:
             reaper.run_once()
-        except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
+        except Exception:  # keep the loop alive; the next pass retries
             log.exception("reaper pass failed")

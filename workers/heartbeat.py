@@ -8,6 +8,7 @@ import threading
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon import logs
 from tryon.records import jobs
 from tryon.records.db import session_scope
 
@@ -43,7 +44,8 @@ class JobHeartbeat:
                 ok = jobs.heartbeat(s, self._job_id, self._attempt, self.progress, self.stage)
         except OperationalError as exc:
             # a DB blip: keep going; the next beat retries and fencing protects the finish
-            log.warning("job=%s heartbeat failed: %s", self._job_id, exc)
+            log.warning("heartbeat failed: %s", exc,
+                        extra=logs.job_extra(self._job_id, self._attempt))
             return not self.lost
         if not ok:
             self.lost = True

@@ -22,6 +22,7 @@ from tryon.engines.request import (
     stored_analysis,
 )
 from tryon.records.models import Garment, Photo
+from tryon.storage import ObjectNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ def load_inputs(photo: Photo, garment: Garment, params: JobParams, seeds: Sequen
     garment_mask = decode_mask(get(garment.mask_key))
     person_mask = None
     if photo.person_mask_key:
-        from tryon.storage import ObjectNotFoundError
-
         try:
             person_mask = decode_mask(get(photo.person_mask_key))
         except (ObjectNotFoundError, OSError, ValueError) as exc:

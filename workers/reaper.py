@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
+from tryon.logs import job_extra
 from tryon.records import jobs, outbox, reaping
 from tryon.records.db import session_scope
 from tryon.records.retention import PurgeReport, purge_expired
@@ -96,7 +97,7 @@ class Reaper:
                 self.publish_job(job_id, queue)
                 published += 1
             except Exception as exc:  # noqa: BLE001 - broker down: the next pass tries again
-                log.warning("reaper: publish of job=%s failed: %s", job_id, exc)
+                log.warning("reaper: publish failed: %s", exc, extra=job_extra(job_id))
                 unsent.append(job_id)
         if unsent and report.at is not None:
             self._hand_back(unsent, report.at)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from tryon.storage import ObjectNotFoundError
 from workers.retry import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class StorageReferenceCache:
         key = self.key(name)
         try:
             data: bytes = self._retry(lambda: self.storage.get(key), "derived.get")
-        except KeyError:  # ObjectNotFoundError: not cached yet
+        except ObjectNotFoundError:  # not cached yet
             return None
         except TRANSIENT_ERRORS as exc:
             log.warning("derived %s unreadable, recomputing: %s", key, exc)

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon import logs
 from tryon.config import Settings
 from tryon.engines.base import Engine
 from tryon.engines.request import JobParams
@@ -63,6 +64,7 @@ from tryon.records import jobs
 from tryon.records.clock import aware
 from tryon.records.db import session_scope
 from tryon.records.models import Garment, Photo, TryOnJob
+from tryon.storage import ObjectNotFoundError
 from workers.failures import REDACTED_MESSAGES, stored_message, unexpected_error_message
 from workers.heartbeat import JobHeartbeat
 from workers.inputs import load_inputs
@@ -72,7 +74,6 @@ from workers.retry import TRANSIENT_ERRORS, retry_transient
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
 
 
 @dataclass(frozen=True)
@@ -171,14 +172,18 @@ class JobRunner:
         if self.on_terminal is not None:
             try:
                 self.on_terminal(job_id)
-            except Exception:  # noqa: BLE001 - the reaper re-sends pending deliveries
-                log.exception("job=%s publishing its webhook failed", job_id)
+            except Exception:  # the reaper re-sends pending deliveries
+                log.exception("publishing its webhook failed")
 
     # -- the run ----------------------------------------------------------------------
     def run(self, job_id: str) -> RunOutcome:
         """Run job ``job_id`` once (see the module docstring). Raises :class:`BusyError` when
         another run holds a fresh heartbeat, and transient errors that outlived the retries
         before the claim."""
+        with logs.job_context(job_id):  # also when called outside the Celery task (tests, CLI)
+            return self._run(job_id)
+
+    def _run(self, job_id: str) -> RunOutcome:
         claim = jobs.Claim(jobs.ClaimOutcome.RACED)
         for _ in range(3):
             claim = self._db(lambda s: jobs.try_claim(
@@ -188,14 +193,15 @@ class JobRunner:
         if claim.outcome is jobs.ClaimOutcome.BUSY:
             raise BusyError(job_id)
         if claim.outcome is jobs.ClaimOutcome.EXHAUSTED:
-            log.warning("job=%s attempts exhausted: failed/worker_lost", job_id)
+            log.warning("attempts exhausted: failed/worker_lost")
             self._notify(job_id)
             return RunOutcome(job_id, "exhausted", error_code=jobs.WORKER_LOST)
         if claim.outcome is not jobs.ClaimOutcome.CLAIMED or claim.attempt is None:
-            log.info("job=%s nothing to do (%s)", job_id, claim.outcome)
+            log.info("nothing to do (%s)", claim.outcome)
             return RunOutcome(job_id, "skipped")
         attempt = claim.attempt
-        log.info("job=%s attempt=%d claimed by %s", job_id, attempt, self.worker_id)
+        logs.bind_attempt(attempt)
+        log.info("claimed by %s", self.worker_id)
         written: list[str] = []
         timings: dict[str, float] = {}
         hb = JobHeartbeat(self.session_factory, job_id, attempt, self.settings.heartbeat_interval_s)
@@ -214,37 +220,37 @@ class JobRunner:
             raise
         except TryOnError as exc:
             self._delete(written)
-            log.warning("job=%s attempt=%d %s: %s", job_id, attempt, exc.code, exc)
+            log.warning("%s: %s", exc.code, exc)
             return self._fail(job_id, attempt, exc.code, stored_message(exc.code, exc), timings)
         except TRANSIENT_ERRORS as exc:
             # out of retries; the exception's text (SQL, parameters, hosts) goes to the log only
             self._delete(written)
             # (SQLAlchemy errors have a `code` of their own, e.g. "e3q8": not ours)
             code = exc.code if isinstance(exc, TryOnError) else "service_unavailable"
-            log.warning("job=%s attempt=%d %s after retries: %s", job_id, attempt, code, exc)
+            log.warning("%s after retries: %s", code, exc)
             return self._fail(job_id, attempt, code, stored_message(code, exc), timings)
-        except KeyError as exc:  # tryon.storage.ObjectNotFoundError: an input object is gone
+        except ObjectNotFoundError as exc:  # an input object is gone
             self._delete(written)
-            log.warning("job=%s attempt=%d inputs_missing: %r", job_id, attempt, exc)
+            log.warning("inputs_missing: %r", exc)
             return self._fail(job_id, attempt, "inputs_missing",
                               stored_message("inputs_missing", exc), timings)
         except (ValueError, OSError) as exc:
             # undecodable stored inputs and the like: permanent for this job
-            log.exception("job=%s attempt=%d failed", job_id, attempt)
+            log.exception("failed")
             self._delete(written)
             return self._fail(job_id, attempt, "internal_error",
                               stored_message("internal_error", exc), timings)
-        except Exception as exc:  # noqa: BLE001 - the last resort; see unexpected_error_message
+        except Exception as exc:  # the last resort; see unexpected_error_message
             # Left to propagate, the job would stay "running" with a dead heartbeat, be re-run
             # until max_attempts (repeating the same crash) and end as a misleading worker_lost.
-            log.exception("job=%s attempt=%d unexpected error", job_id, attempt)
+            log.exception("unexpected error")
             self._delete(written)
             return self._fail(job_id, attempt, "internal_error",
                               unexpected_error_message(exc), timings)
         if outcome is None:
             # canceled or superseded: leave nothing behind under this attempt's keys
             self._delete(written)
-            log.info("job=%s attempt=%d stopped: no longer the owner", job_id, attempt)
+            log.info("stopped: no longer the owner")
             return RunOutcome(job_id, "fenced", attempt)
         return outcome
 
@@ -252,7 +258,7 @@ class JobRunner:
               timings: dict[str, float]) -> RunOutcome:
         ok = self._db(lambda s: jobs.finish_failure(s, job_id, attempt, code, message,
                                                     timings=timings), "finish_failure")
-        log.warning("job=%s attempt=%d failed code=%s recorded=%s", job_id, attempt, code, ok)
+        log.warning("failed code=%s recorded=%s", code, ok)
         if ok:
             self._notify(job_id)
             return RunOutcome(job_id, "failed", attempt, code)
@@ -267,7 +273,8 @@ class JobRunner:
 
         def load(s: Session) -> tuple[TryOnJob, Photo | None, Garment | None]:
             job = s.get(TryOnJob, job_id)
-            assert job is not None  # claimed a moment ago; a delete cascades and fences us
+            if job is None:  # claimed a moment ago: deleted since (the delete fences us)
+                raise CanceledError("The job was deleted while it ran.")
             return job, s.get(Photo, job.photo_id), s.get(Garment, job.garment_id)
 
         job, photo, garment = self._db(load, "load job")
@@ -340,7 +347,7 @@ class JobRunner:
                       "finish_success")
         if not ok:
             return None
-        log.info("job=%s attempt=%d succeeded samples=%d", job_id, attempt, len(specs))
+        log.info("succeeded samples=%d", len(specs))
         self._notify(job_id)
         return RunOutcome(job_id, "succeeded", attempt)
 
@@ -381,8 +388,8 @@ class JobRunner:
             if row is None or row.status != jobs.RUNNING:
                 return False
             if row.worker_id != killed_worker_id[:200]:
-                log.warning("job=%s hard time limit of %s, but attempt %d belongs to %s now: "
-                            "left alone", job_id, killed_worker_id, row.attempt, row.worker_id)
+                log.warning("hard time limit of %s, but attempt %d belongs to %s now: left alone",
+                            killed_worker_id, row.attempt, row.worker_id)
                 return False
             return jobs.finish_failure(s, job_id, row.attempt, jobs.TIMEOUT,
                                        "The job exceeded the hard time limit and was killed.")

@@ -19,11 +19,17 @@ from celery.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon import logs
 from tryon.backoff import backoff_s
 from tryon.celeryconf import TASK_DELIVER_WEBHOOK, TASK_REAP, TASK_RUN_JOB
 from tryon.config import Settings, load_settings
@@ -43,6 +49,13 @@ app = make_celery(settings)
 dispatcher = Dispatcher(settings, lambda: app)
 
 _state: dict[str, Any] = {}
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    # connected, so Celery leaves the root logger to us: the project's one formatter and the
+    # job-context filter, in the main process and (by fork) every pool child
+    logs.configure_from_settings(settings, level=loglevel if isinstance(loglevel, str) else None)
 
 
 @worker_process_init.connect
@@ -163,25 +176,31 @@ class RunJobTask(app.Task):  # type: ignore[name-defined]
         # killed child's worker id (it may have been superseded by another attempt meanwhile).
         if isinstance(exc, TimeLimitExceeded) and args:
             job_id = str(args[0])
-            pid = _killed_pids.get(task_id)
-            if pid is None:
-                log.warning("job=%s hard time limit but the killed child is unknown; "
-                            "leaving the job to the reaper", job_id)
-                return
-            try:
-                runner().mark_timed_out(job_id, default_worker_id(pid))
-            except OperationalError:
-                log.exception("job=%s could not be marked timed out; the reaper will", job_id)
+            with logs.job_context(job_id):
+                pid = _killed_pids.get(task_id)
+                if pid is None:
+                    log.warning("hard time limit but the killed child is unknown; "
+                                "leaving the job to the reaper")
+                    return
+                try:
+                    runner().mark_timed_out(job_id, default_worker_id(pid))
+                except OperationalError:
+                    log.exception("could not be marked timed out; the reaper will")
 
 
 @app.task(name=TASK_RUN_JOB, bind=True, base=RunJobTask, ignore_result=True)
 def run_job(self: Any, job_id: str) -> str:
     """Run try-on job ``job_id`` (idempotent: a finished or running job is never run twice)."""
+    with logs.job_context(job_id):
+        return _run_job(self, job_id)
+
+
+def _run_job(self: Any, job_id: str) -> str:
     try:
         return runner().run(job_id).status
     except BusyError:
         if self.request.retries >= _busy_bound():
-            log.warning("job=%s still busy after %d looks; leaving it to the reaper", job_id,
+            log.warning("still busy after %d looks; leaving it to the reaper",
                         self.request.retries)
             return "busy"
         # the running copy may have just died (reject_on_worker_lost redelivers at once):

@@ -58,9 +58,7 @@ def deliver_webhook(
         url, event_id, payload, attempt = row.url, row.event_id, dict(row.payload), row.attempt
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     try:
-        checked = webhooks.validate_webhook_url(
-            url, resolver=resolver, allow_http=settings.webhook_allow_insecure,
-            allow_private=settings.webhook_allow_insecure)
+        checked = webhooks.check_webhook_url(settings, url, resolver=resolver)
         headers = webhooks.sign(secret, event_id, int(time.time()), body)
         result = webhooks.deliver(checked, headers, body)
     except InvalidInputError as exc:

@@ -33,14 +33,14 @@ def _services_up() -> str | None:
         import redis
 
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any client error: not reachable
         return f"Redis is not reachable: {exc}"
     try:
         import psycopg
 
         with psycopg.connect(PG_DSN, connect_timeout=3):
             pass
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any driver error: not reachable
         return f"PostgreSQL is not reachable: {exc}"
     return None
 
@@ -117,7 +117,7 @@ class Stack:
     # -- processes --------------------------------------------------------------------
     def start_worker(self, name: str = "w", concurrency: int = 1,
                      extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}-{len(self.workers)}.log", "wb")  # noqa: SIM115
+        log = open(self.tmp / f"{name}-{len(self.workers)}.log", "wb")
         env = {**os.environ, **self.env, **(extra_env or {}),
                "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "workers"),
                                               str(ROOT / "tests" / "integration"), str(ROOT)]),

@@ -67,7 +67,7 @@ class RedisServer:
 
     def start(self, timeout: float = 15) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        log = open(self.dir / f"redis-{self.starts}.log", "wb")  # noqa: SIM115
+        log = open(self.dir / f"redis-{self.starts}.log", "wb")
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                "--dir", str(self.dir), "--save", "",
                "--appendonly", "yes" if self.aof else "no",

@@ -117,7 +117,7 @@ def test_anydoor_job_canceled_mid_run(stack_factory: Callable[..., Any],
         jobs.cancel_job(s, job_id)
         s.commit()
     t0 = time.monotonic()
-    log_line = f"job={job_id} attempt=1 stopped: no longer the owner"
+    log_line = f'job_id={job_id} attempt=1 msg="stopped: no longer the owner"'
     st.wait_until(lambda: log_line in st.logs(), 30, "the run stopping")
     print(f"\nanydoor cancel: the run stopped {time.monotonic() - t0:.1f}s after the cancel")
     job = st.job(job_id)

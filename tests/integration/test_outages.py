@@ -53,9 +53,10 @@ class Api:
 
         # workers come and go in these tests (and may not be up at submit time): admission
         # by the worker registry is tested in tests/web/test_worker_registry.py
-        self.app = create_app(st.settings,
-                              TRYON_ENGINE_DIRECTORY=lambda session: {"fake": True,
-                                                                      "stall": True})
+        from web.services import ServiceOverrides
+
+        self.app = create_app(st.settings, ServiceOverrides(
+            engines=lambda session: {"fake": True, "stall": True}))
         self.client = self.app.test_client()
         self.ids = ids
         with st.factory() as s:
@@ -231,7 +232,7 @@ def test_sigstopped_worker_resumes_after_takeover_and_changes_nothing(
 
     # A wakes up: its run must notice it lost the job and clean up after itself
     log_a = Path(a.log_path)  # type: ignore[attr-defined]
-    marker = f"job={job_id} attempt=1 stopped: no longer the owner"
+    marker = f'job_id={job_id} attempt=1 msg="stopped: no longer the owner"'
     st.wait_until(lambda: marker in log_a.read_text(errors="replace"), 30, "A fenced out")
     job = st.job(job_id)
     assert (job.status, job.attempt) == ("succeeded", 2)

@@ -23,6 +23,7 @@ def test_length_box_and_shape_reach_a_real_worker(stack_factory) -> None:  # typ
     from tryon.records.workers import live_engines
     from tryon.vision.analysis import analyze_photo_json
     from web.app import create_app
+    from web.services import ServiceOverrides
 
     st = stack_factory()
     st.start_worker()
@@ -32,8 +33,8 @@ def test_length_box_and_shape_reach_a_real_worker(stack_factory) -> None:  # typ
 
     st.wait_until(advertised, 60, "the worker advertising preview")
     ids = st.seed()
-    app = create_app(st.settings, TRYON_PHOTO_ANALYZER=lambda data, cats=None:
-                     analyze_photo_json(data, cats, with_person_mask=True))
+    app = create_app(st.settings, ServiceOverrides(analyzer=lambda data, cats=None:
+                     analyze_photo_json(data, cats, with_person_mask=True)))
     client = app.test_client()
     with st.factory() as s:
         key = create_api_key(s, account_id=ids["owner"]).plaintext

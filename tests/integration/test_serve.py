@@ -109,7 +109,7 @@ def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
     env = _env(data)
     print("\n" + _cli(env, tmp_path, "db", "upgrade"))
     port = free_port()
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    log = open(tmp_path / "serve.log", "wb")
     # its own process group, like a shell job: Ctrl-C is a SIGINT to that group
     proc = subprocess.Popen([str(TRYON), "serve", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -256,7 +256,7 @@ def test_reap_twice_concurrently_same_result_as_once(factory: sessionmaker[Sessi
                 reports.append(reaping.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
                                          republish_after_s=60))
                 s.commit()
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     threads = [threading.Thread(target=one) for _ in range(2)]
@@ -403,7 +403,7 @@ def test_reap_webhooks_twice_concurrently_claims_each_once(
                 barrier.wait()
                 claimed.extend(outbox.reap_webhooks(s, now=T0 + timedelta(seconds=100)))
                 s.commit()
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     threads = [threading.Thread(target=one) for _ in range(2)]

@@ -247,7 +247,7 @@ def test_recursion_error_outside_a_json_body_stays_500(tmp_path: Any) -> None:
     def deep(*a: Any, **k: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
-    ctx = make_ctx(tmp_path, TRYON_PHOTO_ANALYZER=deep, PROPAGATE_EXCEPTIONS=False)
+    ctx = make_ctx(tmp_path, analyzer=deep, flask_config={"PROPAGATE_EXCEPTIONS": False})
     try:
         _assert_error(_upload_photo(ctx, jpeg_bytes()), 500, "internal_error")
     finally:
@@ -259,7 +259,7 @@ def test_unexpected_error_is_generic_500(tmp_path: Any) -> None:
         def __call__(self, *a: Any, **k: Any) -> Any:
             raise RuntimeError("secret internals /etc/shadow")
 
-    ctx = make_ctx(tmp_path, TRYON_PHOTO_ANALYZER=Boom(), PROPAGATE_EXCEPTIONS=False)
+    ctx = make_ctx(tmp_path, analyzer=Boom(), flask_config={"PROPAGATE_EXCEPTIONS": False})
     r = _upload_photo(ctx, jpeg_bytes())
     _assert_error(r, 500, "internal_error")
     assert b"shadow" not in r.data and b"RuntimeError" not in r.data
@@ -295,7 +295,7 @@ def test_readyz_broker_down(tmp_path: Any) -> None:
     def down() -> None:
         raise ConnectionError("no broker")
 
-    ctx = make_ctx(tmp_path, TRYON_BROKER_PROBE=down)
+    ctx = make_ctx(tmp_path, broker_probe=down)
     r = ctx.client.get("/readyz")
     assert r.status_code == 503 and r.get_json()["checks"] == {"database": "ok", "broker": "unreachable"}
     ok = make_ctx(tmp_path / "ok")
@@ -305,7 +305,7 @@ def test_readyz_broker_down(tmp_path: Any) -> None:
 def test_readyz_real_embedded_broker(tmp_path: Any) -> None:
     """Without a probe override, readiness opens the real (SQLAlchemy transport) broker."""
     ctx = make_ctx(tmp_path)
-    ctx.app.config.pop("TRYON_BROKER_PROBE")
+    ctx.app.extensions["tryon"].broker_probe = None
     r = ctx.client.get("/readyz")
     assert r.status_code == 200 and r.get_json()["checks"]["broker"] == "ok"
 

@@ -25,6 +25,7 @@ from tryon.records.db import make_engine, make_session_factory, session_scope
 from tryon.records.models import Base
 from web import create_app
 from web.publisher import RecordingPublisher
+from web.services import ServiceOverrides
 
 BANNED = ("torch", "diffusers", "mediapipe")
 root = Path(sys.argv[1])
@@ -32,8 +33,8 @@ settings = Settings(data_dir=root, secret_key="s")
 engine = make_engine(settings.resolved_database_url)
 Base.metadata.create_all(engine)
 factory = make_session_factory(engine)
-app = create_app(settings, TESTING=True, TRYON_PUBLISHER=RecordingPublisher(),
-                 TRYON_SESSION_FACTORY=factory)
+app = create_app(settings, ServiceOverrides(publisher=RecordingPublisher(),
+                                            session_factory=factory), config={"TESTING": True})
 after_create = [m for m in BANNED if m in sys.modules]
 with session_scope(factory) as s:
     acc = create_account(s, name="a", role="shopper")

@@ -14,7 +14,7 @@ from tryon.records.models import TryOnJob
 
 
 def test_concurrent_creates_never_exceed_the_open_job_cap(tmp_path: Path, pg_url: str) -> None:
-    ctx = make_ctx(tmp_path, database_url=pg_url, TRYON_OPEN_JOB_LIMIT=3)
+    ctx = make_ctx(tmp_path, database_url=pg_url, settings_changes={"max_open_jobs_per_shopper": 3})
     photo, garment = ctx.add_photo("shopper_a"), ctx.add_garment("merchant_x")
     n = 8
     barrier = threading.Barrier(n)

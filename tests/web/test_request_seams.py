@@ -42,7 +42,7 @@ def real_analysis() -> dict[str, Any]:
 
 @pytest.fixture
 def seam(tmp_path: Path, real_analysis: dict[str, Any]) -> Ctx:
-    ctx = make_ctx(tmp_path, TRYON_PHOTO_ANALYZER=lambda data, cats=None: dict(real_analysis))
+    ctx = make_ctx(tmp_path, analyzer=lambda data, cats=None: dict(real_analysis))
     yield ctx
     ctx.factory.kw["bind"].dispose()
 

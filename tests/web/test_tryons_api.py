@@ -79,12 +79,12 @@ def test_number_fields_are_strict_not_coerced(ctx: Ctx, field: str, value: Any) 
 
 
 def test_webhook_host_resolving_private_is_refused(tmp_path: Any) -> None:
-    ctx = make_ctx(tmp_path, TRYON_WEBHOOK_RESOLVER=lambda host, port: ["10.0.0.5"])
+    ctx = make_ctx(tmp_path, webhook_resolver=lambda host, port: ["10.0.0.5"])
     photo, garment = _setup(ctx)
     r = _post(ctx, {"photo_id": photo, "garment_id": garment,
                     "webhook_url": "https://hooks.example.test/x"})
     assert r.status_code == 422 and r.get_json()["error"]["code"] == "webhook_url_not_allowed"
-    ctx2 = make_ctx(tmp_path / "b", TRYON_WEBHOOK_RESOLVER=lambda host, port: ["93.184.216.34"])
+    ctx2 = make_ctx(tmp_path / "b", webhook_resolver=lambda host, port: ["93.184.216.34"])
     photo, garment = _setup(ctx2)
     r = _post(ctx2, {"photo_id": photo, "garment_id": garment,
                      "webhook_url": "https://hooks.example.test/x"})
@@ -114,7 +114,7 @@ def test_unusable_photo_for_category_is_refused_unless_box_given(ctx: Ctx) -> No
 def test_publish_failure_still_202_and_unpublished(tmp_path: Any) -> None:
     from web.publisher import RecordingPublisher
 
-    ctx = make_ctx(tmp_path, TRYON_PUBLISHER=RecordingPublisher(fail=True))
+    ctx = make_ctx(tmp_path, publisher=RecordingPublisher(fail=True))
     photo, garment = _setup(ctx)
     r = _post(ctx, {"photo_id": photo, "garment_id": garment})
     assert r.status_code == 202
@@ -236,7 +236,7 @@ def test_idempotency_key_replays_after_a_request_aborted_during_publish(tmp_path
     """The response is stored in the same commit as the job row, so a request killed after the
     commit leaves a key that replays (202), not one stuck on 409 idempotency_in_flight."""
     publisher = _AbortingPublisher()
-    ctx = make_ctx(tmp_path, TRYON_PUBLISHER=publisher)
+    ctx = make_ctx(tmp_path, publisher=publisher)
     try:
         photo, garment = ctx.add_photo("shopper_a"), ctx.add_garment("merchant_x")
         body = {"photo_id": photo, "garment_id": garment}

@@ -20,7 +20,7 @@ from web.services import RegistryEngines
 @pytest.fixture
 def rctx(tmp_path: Path) -> Any:
     # the real registry (webapi_support stubs it with a preview worker)
-    ctx = make_ctx(tmp_path, TRYON_ENGINE_DIRECTORY=RegistryEngines(30.0))
+    ctx = make_ctx(tmp_path, engines=RegistryEngines(30.0))
     yield ctx
     ctx.factory.kw["bind"].dispose()
 

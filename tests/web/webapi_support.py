@@ -138,24 +138,29 @@ class Ctx:
             return j.id
 
 
-def make_ctx(tmp_path: Path, database_url: str = "", **overrides: Any) -> Ctx:
+def make_ctx(tmp_path: Path, database_url: str = "", *, settings_changes: dict[str, Any] | None = None,
+             flask_config: dict[str, Any] | None = None, **service_overrides: Any) -> Ctx:
+    """An app on a fresh database. ``service_overrides`` are :class:`ServiceOverrides` fields
+    (``publisher=``, ``analyzer=``, ``engines=``, ``webhook_resolver=``, ``broker_probe=``...),
+    ``settings_changes`` are :class:`Settings` fields, ``flask_config`` Flask's own keys."""
     from web import create_app
+    from web.services import ServiceOverrides
 
     settings = Settings(data_dir=tmp_path, secret_key="test-secret", min_image_side=64,
                         max_upload_bytes=2 * 1024 * 1024, database_url=database_url)
+    if settings_changes:
+        settings = settings.replace(**settings_changes)
     engine = make_engine(settings.resolved_database_url)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
-    publisher = RecordingPublisher()
-    analyzer = FakeAnalyzer()
-    config: dict[str, Any] = {"TESTING": True, "TRYON_PUBLISHER": publisher,
-                              "TRYON_PHOTO_ANALYZER": analyzer, "TRYON_SESSION_FACTORY": factory,
-                              "TRYON_BROKER_PROBE": lambda: None,
-                              # a live worker serving preview (the registry is tested on its own)
-                              "TRYON_ENGINE_DIRECTORY": lambda session: {"preview": True}}
-    config.update(overrides)
-    app = create_app(settings, **config)
-    ctx = Ctx(app, app.test_client(), settings, factory, publisher, analyzer)
+    over: dict[str, Any] = {"publisher": RecordingPublisher(), "analyzer": FakeAnalyzer(),
+                            "session_factory": factory, "broker_probe": lambda: None,
+                            # a live worker serving preview (the registry is tested on its own)
+                            "engines": lambda session: {"preview": True}}
+    over.update(service_overrides)
+    app = create_app(settings, ServiceOverrides(**over),
+                     config={"TESTING": True, **(flask_config or {})})
+    ctx = Ctx(app, app.test_client(), settings, factory, over["publisher"], over["analyzer"])
     with session_scope(factory) as s:
         for who, role in [("shopper_a", "shopper"), ("shopper_b", "shopper"),
                           ("merchant_x", "merchant"), ("merchant_y", "merchant"), ("ops", "ops")]:

@@ -170,6 +170,20 @@ def test_missing_input_object_fails_the_job(settings, factory, storage, ids) -> 
     assert runner.run(job_id).error_code == "inputs_missing"
 
 
+def test_a_programming_key_error_is_not_inputs_missing(settings, factory, storage, ids) -> None:  # type: ignore[no-untyped-def]
+    """Only the storage's own ObjectNotFoundError means a missing input; a KeyError from a bug
+    (here in the engine) is an internal error."""
+
+    class Buggy(FakeEngine):
+        def render(self, request, *, callback=None, should_cancel=None):  # type: ignore[no-untyped-def]
+            return {}["missing"]
+
+    job_id = new(factory, ids)
+    runner, _, _ = make_runner(settings, factory, storage, engine_loader=lambda n, s: Buggy(s))
+    out = runner.run(job_id)
+    assert out.status == "failed" and out.error_code not in {"inputs_missing", None}
+
+
 def test_cancel_mid_run_stops_and_leaves_no_output(settings, factory, storage, ids) -> None:  # type: ignore[no-untyped-def]
     job_id = new(factory, ids, params={"fake": {"steps": 40, "step_s": 0.05}})
     runner, _, _ = make_runner(settings, factory, storage)
@@ -373,7 +387,7 @@ class Receiver:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 outer.received.append((dict(self.headers.items()), body))
                 self.send_response(outer.codes.pop(0) if outer.codes else 200)
@@ -485,6 +499,9 @@ def test_failed_job_stores_a_redacted_message_and_logs_the_detail(  # type: igno
 
     job_id = new(factory, ids)
     runner, _, _ = make_runner(settings, factory, _DbDownStorage(storage), transient_retries=1)
+    from tryon import logs
+
+    caplog.handler.addFilter(logs.ContextFilter())  # the job id comes from the log context
     with caplog.at_level("WARNING", logger="workers.runner"):
         out = runner.run(job_id)
     assert out.error_code == "service_unavailable"
@@ -492,7 +509,7 @@ def test_failed_job_stores_a_redacted_message_and_logs_the_detail(  # type: igno
     assert job.error_message == REDACTED_MESSAGES["service_unavailable"]
     for secret in ("SELECT", "api_keys", "k-123", "db.internal"):
         assert secret not in (job.error_message or "")
-    detail = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    detail = [r.getMessage() for r in caplog.records if getattr(r, "job_id", None) == job_id]
     assert any("db.internal" in m for m in detail), detail
 
 

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tryon.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AnyDoorConfig:
@@ -111,7 +113,9 @@ class AnyDoorConfig:
         up = tuple(
             "CrossAttnUpBlock2D" if ca else "UpBlock2D" for ca in reversed(self.unet_cross_attn_levels)
         )
-        assert len(down) == n and len(self.unet_attention_heads) == n
+        if len(self.unet_attention_heads) != n or len(self.unet_cross_attn_levels) != n:
+            raise ConfigError("unet_attention_heads and unet_cross_attn_levels need one entry "
+                              f"per UNet block ({n})")
         return dict(
             sample_size=self.latent_size,
             in_channels=self.latent_channels,

@@ -96,6 +96,11 @@ def fail(exc: BaseException) -> None:
 @click.version_option(package_name="tryon")
 def cli() -> None:
     """tryon: virtual try-on backend (AnyDoor engine, preview engine, API and workers)."""
+    from tryon.logs import configure_from_settings
+
+    # the project's one log format (TRYON_LOG_FORMAT); one-shot commands show warnings and
+    # errors, the long-running ones (serve, worker, train) switch to TRYON_LOG_LEVEL
+    configure_from_settings(level="WARNING")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -121,7 +121,7 @@ def check_database(settings: Settings) -> Check:
                 conn.execute(sa.text("SELECT 1"))
         finally:
             engine.dispose()
-    except Exception as exc:  # any driver error means "unreachable" to the operator
+    except Exception as exc:  # noqa: BLE001 - any driver error means "unreachable" to the operator
         return Check("database", "fail", f"{_redact(url)} unreachable: {exc.__class__.__name__}: "
                      f"{str(exc).splitlines()[0] if str(exc) else ''}", EXIT_SERVICE)
     return Check("database", "ok", f"{_redact(url)} reachable")
@@ -148,7 +148,7 @@ def check_broker(settings: Settings) -> Check:
             if not parts.hostname or port is None:
                 return Check("broker", "warn", f"{_redact(url)}: cannot probe this scheme")
             _tcp(parts.hostname, port)
-    except Exception as exc:  # any client error means "unreachable" to the operator
+    except Exception as exc:  # noqa: BLE001 - any client error means "unreachable" to the operator
         return Check("broker", "fail", f"{_redact(url)} unreachable: {exc.__class__.__name__}: "
                      f"{exc}", EXIT_SERVICE)
     return Check("broker", "ok", f"{_redact(url)} reachable")

@@ -48,8 +48,9 @@ def train(config_path: Path, resume: str | None, output_dir: Path | None, steps:
     Ctrl-C exits with code 130 and keeps the last checkpoint: continue with --resume latest.
     """
     from tryon.errors import TryOnError
+    from tryon.logs import configure_from_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_from_settings()
     try:
         import dataclasses
 

@@ -227,7 +227,8 @@ class AnyDoorEngine:
         if self._components is None:
             from tryon.anydoor.weights import load_weights, weights_checksum
 
-            assert self.settings is not None
+            if self.settings is None:
+                raise ConfigError("the AnyDoor engine was built without settings")
             s = self.settings
             self._device, self._dtype = resolve_device_dtype(s.device, s.dtype)
             log.info("loading AnyDoor weights=%s device=%s dtype=%s", s.weights, self._device,

@@ -38,7 +38,7 @@ def _check_database() -> str:
 
 
 def _check_broker() -> str:
-    probe = current_app.config.get("TRYON_BROKER_PROBE")
+    probe = services().broker_probe
     try:
         if probe is not None:
             probe()

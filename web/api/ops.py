@@ -8,6 +8,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from sqlalchemy import select, text
 
+from tryon.logs import job_extra
 from tryon.records.models import TryOnJob
 from tryon.types import Role
 from web.api.common import AUTH_DOC, iso, paginate
@@ -140,9 +141,9 @@ def retry_and_publish(job_id: str) -> TryOnJob:
     try:
         svc.publisher.publish(job.id, job.queue)
     except Exception as exc:  # noqa: BLE001 - the reaper re-publishes
-        log.warning("job=%s retry publish failed (%s)", job.id, type(exc).__name__)
+        log.warning("retry publish failed (%s)", type(exc).__name__, extra=job_extra(job.id))
     else:
         mark_published(session, job.id)
         session.commit()
-    log.info("job=%s retried by ops", job.id)
+    log.info("retried by ops", extra=job_extra(job.id))
     return job

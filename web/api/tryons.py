@@ -22,6 +22,7 @@ from tryon.errors import (
     NoWorkerForEngineError,
     TooManyOpenJobsError,
 )
+from tryon.logs import job_extra
 from tryon.records.models import Account, Garment, TryOnJob, TryOnResult
 from tryon.types import Role
 from web.api.common import AUTH_DOC, aware, consumes, iso, paginate, png_responses
@@ -227,11 +228,9 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
     engine, queue = _engine_and_queue(body.get("engine"))
     webhook_url = body.get("webhook_url")
     if webhook_url:
-        from tryon.webhooks import validate_webhook_url
+        from tryon.webhooks import check_webhook_url
 
-        validate_webhook_url(webhook_url, resolver=svc.webhook_resolver,
-                             allow_http=svc.webhook_allow_http,
-                             allow_private=svc.webhook_allow_private)
+        check_webhook_url(svc.settings, webhook_url, resolver=svc.webhook_resolver)
     # 3. admission: a cap on open jobs per shopper. Lock the shopper's account row first so
     # concurrent creates for one shopper count one after the other (PostgreSQL; SQLite
     # serialises writers anyway and ignores FOR UPDATE).
@@ -241,7 +240,7 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
             TryOnJob.owner_id == owner, TryOnJob.status.in_(("queued", "running"))))
     from flask import current_app
 
-    if (open_jobs or 0) >= int(current_app.config["TRYON_OPEN_JOB_LIMIT"]):
+    if (open_jobs or 0) >= svc.settings.max_open_jobs_per_shopper:
         raise TooManyOpenJobsError()
     # 4. commit the row, THEN publish its id (a lost publish is re-sent by the reaper)
     from tryon.records.jobs import create_job, mark_published
@@ -274,12 +273,13 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
         svc.publisher.publish(job.id, queue)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the row is safe, reaper re-publishes
         metrics.publish_failures.inc()
-        log.warning("job=%s publish failed (%s); the reaper will re-publish", job.id,
-                    type(exc).__name__)
+        log.warning("publish failed (%s); the reaper will re-publish", type(exc).__name__,
+                    extra=job_extra(job.id))
     else:
         mark_published(session, job.id)
         session.commit()
-    log.info("job=%s created owner=%s engine=%s queue=%s", job.id, owner, engine, queue)
+    log.info("created owner=%s engine=%s queue=%s", owner, engine, queue,
+             extra=job_extra(job.id))
     return out, 202
 
 
