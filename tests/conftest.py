@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from service_checks import require_service
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -47,8 +49,6 @@ def throwaway_pg_database(prefix: str) -> Iterator[str]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A throwaway PostgreSQL database (empty schema), dropped after the test."""
-    why = pg_unreachable()
-    if why:
-        pytest.skip(why)
+    require_service(pg_unreachable())
     with throwaway_pg_database("tryon_test") as url:
         yield url

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_checks import require_service
 from PIL import Image
 from servers import free_port, port_open
 
@@ -104,7 +105,7 @@ def _alive(procs: list[Any]) -> list[Any]:
 def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
     psutil = pytest.importorskip("psutil")
     if not TRYON.exists():
-        pytest.skip(f"{TRYON} is not installed (run the bootstrap script)")
+        require_service(f"{TRYON} is not installed (run the bootstrap script)")
     data = tmp_path / "var"
     env = _env(data)
     print("\n" + _cli(env, tmp_path, "db", "upgrade"))

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from service_checks import require_service
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +48,9 @@ def test_compose_services_and_settings() -> None:
         assert "db upgrade" not in _cmd(s[name])
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_config_validates() -> None:
+    if shutil.which("docker-compose") is None:
+        require_service("docker-compose is not installed")
     env = {**os.environ, "TRYON_SECRET_KEY": "ci-only"}
     proc = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, env=env)
