@@ -16,6 +16,7 @@ from flask import Response
 from tryon.config import Settings, load_settings
 from web.auth import authenticate_request
 from web.errors import register_error_handlers
+from web.inputs import reject_malformed_path_ids
 from web.services import Services, close_session
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     # 3. request lifecycle: metrics timer, auth, session teardown, headers
     metrics.install(app)
     app.before_request(authenticate_request)
+    app.before_request(reject_malformed_path_ids)
     app.teardown_appcontext(close_session)
 
     @app.after_request

@@ -17,14 +17,32 @@ from apiflask.fields import (
     Raw,
     String,
 )
-from apiflask.validators import Length, OneOf, Range
+from apiflask.validators import Length, OneOf, Range, Regexp
 from marshmallow import ValidationError
 
 from tryon.types import Category, GarmentLength, JobStatus
+from web.inputs import ID_PATTERN, unstorable_reason
 
 CATEGORIES = [c.value for c in Category]
 LENGTHS = [g.value for g in GarmentLength]
 MAX_SEED = 2**31 - 1
+
+
+class Text(String):
+    """A string the database can store: a NUL byte or a lone surrogate is a 422 naming the
+    field (PostgreSQL refuses NUL in text; a surrogate cannot be encoded as UTF-8)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        out = super()._deserialize(value, attr, data, **kwargs)
+        reason = unstorable_reason(out)
+        if reason:
+            raise ValidationError(f"Not valid text: {reason}.")
+        return out
+
+
+def RecordId(**kwargs: Any) -> Text:  # noqa: N802 - a field factory, named like a field
+    """A record id: 32 lowercase hex digits."""
+    return Text(validate=Regexp(ID_PATTERN), metadata={"pattern": ID_PATTERN}, **kwargs)
 
 
 class ErrorDetail(Schema):
@@ -39,7 +57,7 @@ class ErrorOut(Schema):
 
 class PageQuery(Schema):
     limit = Integer(load_default=20, validate=Range(1, 100))
-    cursor = String(load_default=None, validate=Length(max=200))
+    cursor = Text(load_default=None, validate=Length(max=200))
 
 
 # --- garments --------------------------------------------------------------------------
@@ -48,8 +66,8 @@ class GarmentIn(Schema):
     mask = File(load_default=None, metadata={"description": "Optional garment mask (white = garment)."})
     category = String(required=True, validate=OneOf(CATEGORIES))
     length = String(load_default=GarmentLength.REGULAR.value, validate=OneOf(LENGTHS))
-    name = String(load_default="", validate=Length(max=200))
-    sku = String(load_default=None, validate=Length(max=100))
+    name = Text(load_default="", validate=Length(max=200))
+    sku = Text(load_default=None, validate=Length(max=100))
 
 
 class GarmentOut(Schema):
@@ -114,9 +132,9 @@ class TryOnIn(Schema):
     # JSON body: integers are strict (a string "2" or 10.7 is a 422 naming the field, never
     # coerced or silently truncated); query strings (PageQuery) must stay lenient
 
-    photo_id = String(required=True, validate=Length(equal=32))
-    garment_id = String(required=True, validate=Length(equal=32))
-    engine = String(load_default=None, validate=Length(max=32))
+    photo_id = RecordId(required=True)
+    garment_id = RecordId(required=True)
+    engine = Text(load_default=None, validate=Length(max=32))
     num_samples = Integer(strict=True, load_default=1, validate=Range(1, 4))
     seed = Integer(strict=True, load_default=None, allow_none=True, validate=Range(0, MAX_SEED))
     steps = Integer(strict=True, load_default=None, allow_none=True, validate=Range(1, 200))
@@ -127,7 +145,7 @@ class TryOnIn(Schema):
         "description": "Region to repaint: `box` (the whole placement box) or `shape` (the box "
                        "cut to the person's silhouette from the photo's segmentation, dilated; "
                        "falls back to the box when the photo has no usable person mask)."})
-    webhook_url = String(load_default=None, allow_none=True, validate=Length(max=2000))
+    webhook_url = Text(load_default=None, allow_none=True, validate=Length(max=2000))
 
 
 class ResultOut(Schema):

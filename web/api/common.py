@@ -14,6 +14,7 @@ from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
 from tryon.errors import ConflictError, InvalidInputError, UnsupportedMediaTypeError
+from web.inputs import is_record_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +69,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts, row_id = raw.split("|", 1)
+        if not is_record_id(row_id):
+            raise ValueError("not a record id")
         when = datetime.fromisoformat(ts)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
