@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-
 from service_checks import require_service
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

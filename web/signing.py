@@ -8,12 +8,11 @@ clear, as in any Fernet token) gives the expiry.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from typing import Any
-
-import base64
-import json
 
 from cryptography.fernet import Fernet, InvalidToken
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_checks import require_service
 from PIL import Image
 from servers import free_port, port_open
+from service_checks import require_service
 
 pytestmark = pytest.mark.integration
 
