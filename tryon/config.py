@@ -105,6 +105,16 @@ class Settings:
     queue_prefix: str = ""
     #: allow http:// and private/loopback webhook targets (loopback test receivers only)
     webhook_allow_insecure: bool = False
+    # rate limits (S-13; web/ratelimit.py): "N/second|minute|hour|day", ";"-separated for
+    # several, "" = off. Uploads and try-on creation per API key, and each per client address;
+    # failed authentication per client address.
+    rate_limit_uploads: str = "60/minute"
+    rate_limit_tryons: str = "60/minute"
+    rate_limit_per_address: str = "300/minute"
+    rate_limit_auth_failures: str = "30/minute"
+    #: where the counters live: "" = the broker when it is Redis (shared by every API
+    #: process), else in-process memory ("memory://"; each gunicorn worker counts alone)
+    rate_limit_storage_url: str = ""
 
     # ----------------------------------------------------------------------------------
     @property

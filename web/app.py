@@ -14,6 +14,7 @@ from apiflask import APIFlask
 from flask import Response
 
 from tryon.config import Settings, load_settings
+from web import ratelimit
 from web.auth import authenticate_request
 from web.errors import register_error_handlers
 from web.inputs import reject_malformed_path_ids
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
 
     # 3. request lifecycle: metrics timer, auth, session teardown, headers
     metrics.install(app)
-    app.before_request(authenticate_request)
+    ratelimit.install_auth(app, settings, authenticate_request)
     app.before_request(reject_malformed_path_ids)
     app.teardown_appcontext(close_session)
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
 
     for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp, me.bp):
         app.register_blueprint(bp)
+    app.extensions["tryon_limiter"] = ratelimit.install_limits(app, settings)
 
     def _job_stats() -> dict[str, Any] | None:
         from tryon.records.jobs import queue_stats

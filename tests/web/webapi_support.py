@@ -133,11 +133,18 @@ class Ctx:
             return j.id
 
 
-def make_ctx(tmp_path: Path, database_url: str = "", **overrides: Any) -> Ctx:
+#: rate limits are off in API tests unless a test asks for them (tests/web/test_rate_limits.py)
+NO_RATE_LIMITS = {"rate_limit_uploads": "", "rate_limit_tryons": "",
+                  "rate_limit_per_address": "", "rate_limit_auth_failures": ""}
+
+
+def make_ctx(tmp_path: Path, database_url: str = "", settings_kw: dict[str, Any] | None = None,
+             **overrides: Any) -> Ctx:
     from web import create_app
 
     settings = Settings(data_dir=tmp_path, secret_key="test-secret", min_image_side=64,
-                        max_upload_bytes=2 * 1024 * 1024, database_url=database_url)
+                        max_upload_bytes=2 * 1024 * 1024, database_url=database_url,
+                        **{**NO_RATE_LIMITS, **(settings_kw or {})})
     engine = make_engine(settings.resolved_database_url)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
