@@ -18,6 +18,8 @@ from web import ratelimit
 from web.auth import authenticate_request
 from web.errors import register_error_handlers
 from web.inputs import reject_malformed_path_ids
+from web.openapi import make_truthful
+from web.schemas import ErrorOut
 from web.services import Services, close_session
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
             "Virtual try-on API. Authenticate with `Authorization: Bearer <key>`. Every error "
             'is `{"error": {"code", "message"}}`.'
         ),
+        # the one error body, in the document too (web/openapi.py adds the missing statuses)
+        HTTP_ERROR_SCHEMA=ErrorOut,
+        VALIDATION_ERROR_SCHEMA=ErrorOut,
         TRYON_OPEN_JOB_LIMIT=settings.max_open_jobs_per_shopper,
         TRYON_WORKER_PING_TIMEOUT=1.0,
     )
@@ -103,6 +108,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp, me.bp):
         app.register_blueprint(bp)
     app.extensions["tryon_limiter"] = ratelimit.install_limits(app, settings)
+
+    @app.spec_processor
+    def _truthful_spec(spec: dict[str, Any] | str) -> dict[str, Any] | str:
+        if isinstance(spec, str):  # only with SPEC_FORMAT yaml, which we do not use
+            return spec
+        return make_truthful(spec, ratelimit.limited_openapi_paths(app))
 
     def _job_stats() -> dict[str, Any] | None:
         from tryon.records.jobs import queue_stats

@@ -168,3 +168,15 @@ def install_limits(app: Flask, settings: Settings) -> Limiter:
                                  scope=f"{endpoint}:addr")(view)
         app.view_functions[endpoint] = view
     return limiter
+
+
+def limited_openapi_paths(app: Flask) -> set[tuple[str, str]]:
+    """``(method, "/v1/photos")`` for each rate-limited route, in OpenAPI path syntax."""
+    import re
+
+    out: set[tuple[str, str]] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in LIMITED_ENDPOINTS:
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            out.update((m.lower(), path) for m in rule.methods or () if m not in {"HEAD", "OPTIONS"})
+    return out

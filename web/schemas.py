@@ -21,7 +21,7 @@ from apiflask.validators import Length, OneOf, Range, Regexp
 from marshmallow import ValidationError
 
 from tryon.types import Category, GarmentLength, JobStatus
-from web.inputs import ID_PATTERN, unstorable_reason
+from web.inputs import CURSOR_PATTERN, ID_PATTERN, unstorable_reason
 
 CATEGORIES = [c.value for c in Category]
 LENGTHS = [g.value for g in GarmentLength]
@@ -57,7 +57,11 @@ class ErrorOut(Schema):
 
 class PageQuery(Schema):
     limit = Integer(load_default=20, validate=Range(1, 100))
-    cursor = Text(load_default=None, validate=Length(max=200))
+    # the shape is checked by the view (422 invalid_cursor), the pattern documents it
+    cursor = Text(load_default=None, validate=Length(max=200), metadata={
+        "pattern": CURSOR_PATTERN,
+        "description": "`next_cursor` of the previous page (opaque; any value of this shape "
+                       "is accepted)."})
 
 
 # --- garments --------------------------------------------------------------------------
@@ -128,6 +132,19 @@ class JSONFloat(Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class JSONInteger(Integer):
+    """A JSON integer: ``4`` and ``4.0`` (the same number in JSON Schema); never a string, a
+    boolean or a fractional number (``10.7`` is refused, not truncated)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class TryOnIn(Schema):
     # JSON body: integers are strict (a string "2" or 10.7 is a 422 naming the field, never
     # coerced or silently truncated); query strings (PageQuery) must stay lenient
@@ -135,11 +152,11 @@ class TryOnIn(Schema):
     photo_id = RecordId(required=True)
     garment_id = RecordId(required=True)
     engine = Text(load_default=None, validate=Length(max=32))
-    num_samples = Integer(strict=True, load_default=1, validate=Range(1, 4))
-    seed = Integer(strict=True, load_default=None, allow_none=True, validate=Range(0, MAX_SEED))
-    steps = Integer(strict=True, load_default=None, allow_none=True, validate=Range(1, 200))
+    num_samples = JSONInteger(load_default=1, validate=Range(1, 4))
+    seed = JSONInteger(load_default=None, allow_none=True, validate=Range(0, MAX_SEED))
+    steps = JSONInteger(load_default=None, allow_none=True, validate=Range(1, 200))
     guidance = JSONFloat(load_default=None, allow_none=True, validate=Range(0.0, 30.0))
-    box = List(Integer(strict=True), load_default=None, allow_none=True, validate=Length(equal=4),
+    box = List(JSONInteger(), load_default=None, allow_none=True, validate=Length(equal=4),
                metadata={"description": "Placement override [x1, y1, x2, y2), photo pixels."})
     mask = String(load_default="box", validate=OneOf(["box", "shape"]), metadata={
         "description": "Region to repaint: `box` (the whole placement box) or `shape` (the box "
