@@ -18,8 +18,9 @@ from tryon.errors import NotFoundError
 ID_PATTERN = r"^[0-9a-f]{32}$"
 _ID_RE = re.compile(ID_PATTERN)
 #: a page cursor: 16 hex digits of microseconds since the epoch (UTC), then the row id. Every
-#: string of this shape is a valid cursor (the OpenAPI document says so with this pattern).
-CURSOR_PATTERN = r"^[0-9a-f]{48}$"
+#: string of this shape is a valid cursor (the OpenAPI document says so with this pattern);
+#: empty means the first page.
+CURSOR_PATTERN = r"^(?:[0-9a-f]{48})?$"
 #: path parameters that carry a record id
 _ID_ARGS = frozenset({"garment_id", "photo_id", "job_id"})
 
