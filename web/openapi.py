@@ -42,7 +42,10 @@ _METHODS = {"get", "put", "post", "delete", "patch"}
 
 def _add(responses: dict[str, Any], status: int, content: dict[str, Any] | None = None) -> None:
     entry = responses.setdefault(str(status), {"description": _DESCRIPTIONS.get(status, "")})
-    entry["content"] = content if content is not None else _JSON_ERROR
+    if content is not None:
+        entry["content"] = content
+    else:
+        entry.setdefault("content", _JSON_ERROR)
     if status in (429, 503):
         entry.setdefault("headers", {})["Retry-After"] = {
             "description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
@@ -56,10 +59,11 @@ def make_truthful(spec: dict[str, Any], limited_paths: set[tuple[str, str]]) -> 
             if method not in _METHODS:
                 continue
             responses: dict[str, Any] = op.setdefault("responses", {})
-            # the schemas APIFlask declared for errors are replaced by the one real body
+            # an error a view declared by description only gets the one real body (a view
+            # that answers something else, like /readyz, declares its own content)
             for code, entry in responses.items():
                 if code.isdigit() and int(code) >= 400:
-                    entry["content"] = _JSON_ERROR
+                    entry.setdefault("content", _JSON_ERROR)
             keyed = bool(op.get("security"))
             params = op.get("parameters", [])
             if keyed:
