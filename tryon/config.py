@@ -115,6 +115,9 @@ class Settings:
     #: where the counters live: "" = the broker when it is Redis (shared by every API
     #: process), else in-process memory ("memory://"; each gunicorn worker counts alone)
     rate_limit_storage_url: str = ""
+    #: photo analyses per analyzer process (one per API worker) before it is replaced, which
+    #: bounds its memory; 0 = never replaced
+    analyzer_max_tasks: int = 200
 
     # ----------------------------------------------------------------------------------
     @property
