@@ -35,7 +35,8 @@ class FakeEngine:
         opts: dict[str, Any] = dict((ctx.params if ctx else {}).get("fake", {}))
         attempt = ctx.attempt if ctx else 1
         steps = int(opts.get("steps", 4))
-        step_s = float(opts.get("step_s", 0.05))
+        # FAKE_ENGINE_STEP_S: a slower default for the reliability campaign (bench/)
+        step_s = float(opts.get("step_s", os.environ.get("FAKE_ENGINE_STEP_S", 0.05)))
         if opts.get("fail"):
             raise InvalidImageError("fake failure", code=str(opts["fail"]))
         for i in range(1, steps + 1):
