@@ -232,6 +232,26 @@ class LocalStorage:
             raise StorageUnavailableError(f"could not list {prefix}: {exc.strerror}") from exc
         return sorted(keys)
 
+    def delete_stale_temp_files(self, prefix: str, min_age_s: float) -> int:
+        """Remove ``.tmp-*.part`` files under ``prefix`` older than ``min_age_s``: what a
+        writer killed between the temp write and the rename left (no key names them, so only
+        this finds them). A younger one may be a write in progress and stays."""
+        import time
+
+        base = self.root / check_list_prefix(prefix)
+        if not base.is_dir():
+            return 0
+        cutoff = time.time() - min_age_s
+        count = 0
+        try:
+            for p in base.rglob(".tmp-*.part"):
+                if p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff:
+                    p.unlink(missing_ok=True)
+                    count += 1
+        except OSError as exc:
+            raise StorageUnavailableError(f"could not clean {prefix}: {exc.strerror}") from exc
+        return count
+
     def signed_url(
         self, key: str, ttl: int, *, content_type: str | None = None, filename: str | None = None
     ) -> str | None:

@@ -220,6 +220,12 @@ def test_local_list_keys_skips_temp_files(tmp_path: Path) -> None:
     (tmp_path / "results" / OWNER).mkdir(parents=True, exist_ok=True)
     (tmp_path / "results" / OWNER / ".tmp-abc.part").write_bytes(b"half")
     assert all(".part" not in k for k in store.list_keys("results"))
+    # a killed writer's temp file goes once it is old enough; a fresh one may be in progress
+    old = tmp_path / "results" / OWNER / ".tmp-old.part"
+    old.write_bytes(b"half")
+    os.utime(old, (1, 1))
+    assert store.delete_stale_temp_files("results", 300) == 1
+    assert not old.exists() and (tmp_path / "results" / OWNER / ".tmp-abc.part").exists()
 
 
 def test_s3_list_keys(s3: S3Storage) -> None:

@@ -123,6 +123,10 @@ _RESULT_KEY_RE = re.compile(r"^results/[0-9a-f]{32}/([0-9a-f]{32})/a(\d+)/")
 _OPEN = ("queued", "running")
 
 
+#: a local temp file this old is no write in progress but a killed writer's leftover
+STALE_TEMP_S = 300.0
+
+
 def sweep_result_orphans(session: Session, storage: Storage, *, batch: int = 500) -> int:
     """Delete result objects that no ``TryOnResult`` row points at and that no live attempt
     can still claim; return how many were deleted. Kept: the keys of result rows, and the
@@ -154,6 +158,10 @@ def sweep_result_orphans(session: Session, storage: Storage, *, batch: int = 500
                     continue
                 storage.delete(key)
                 deleted += 1
+    # local storage: temp files of writes killed before their rename (no key names them)
+    clean = getattr(storage, "delete_stale_temp_files", None)
+    if clean is not None:
+        deleted += clean("results", STALE_TEMP_S)
     if deleted:
         log.info("orphan sweep: deleted %d result objects no row points at", deleted)
     return deleted
