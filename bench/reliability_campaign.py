@@ -127,9 +127,11 @@ def main() -> None:  # noqa: C901 - one numbered script
          "%(s)s %(m)s %(U)s", "--error-logfile", str(tmp / "api-error.log"),
          "web.app:create_app()"], env=env, cwd=ROOT, start_new_session=True)
     workers: list[subprocess.Popen[bytes]] = []
+    log_paths: dict[int, Path] = {}
 
     def start_worker() -> subprocess.Popen[bytes]:
         log = open(tmp / f"worker-{len(workers)}.log", "wb")  # noqa: SIM115
+        log_paths[len(workers)] = Path(log.name)
         p = subprocess.Popen([*py, "worker", "--queues", "gpu,cpu", "--concurrency", "2",
                               "--hostname", f"w{uuid.uuid4().hex[:6]}@%h"],
                              env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -138,6 +140,22 @@ def main() -> None:  # noqa: C901 - one numbered script
         return p
 
     live = [start_worker() for _ in range(args.workers)]
+    restarts = [0]
+
+    def supervise() -> None:
+        """What systemd or a container runtime does: start a new worker for each one that
+        exited (a worker whose pool child is killed while the pool starts gives up)."""
+        for w in list(live):
+            if w.poll() is not None:
+                live.remove(w)
+                live.append(start_worker())
+                restarts[0] += 1
+                print(f"[{time.monotonic() - t0:6.1f}s] worker {w.pid} exited "
+                      f"({w.returncode}); started another", flush=True)
+
+    def is_ready(w: subprocess.Popen[bytes]) -> bool:
+        path = log_paths[workers.index(w)]
+        return b"ready." in path.read_bytes()
     from workers.app import make_celery, publish_job, publish_webhooks
     from workers.reaper import Reaper
 
@@ -184,6 +202,7 @@ def main() -> None:  # noqa: C901 - one numbered script
     while (sum(kills[k] for k in ("pool_child", "worker_group")) < args.kills
            or submitter.is_alive()) and time.monotonic() - t0 < args.timeout:
         time.sleep(rng.uniform(1.5, 4.0))
+        supervise()
         n = kills["pool_child"] + kills["worker_group"]
         if n >= args.kills and not submitter.is_alive():
             break
@@ -203,7 +222,7 @@ def main() -> None:  # noqa: C901 - one numbered script
                 kids = psutil.Process(w.pid).children()
             except psutil.NoSuchProcess:
                 kids = []
-            if kids:
+            if kids and is_ready(w):
                 ready.append((w, kids))
         if not ready:
             continue
@@ -229,6 +248,7 @@ def main() -> None:  # noqa: C901 - one numbered script
     # 5. drain: every accepted job must reach a terminal state
     deadline = time.monotonic() + args.timeout
     while open_jobs() and time.monotonic() < deadline:
+        supervise()
         time.sleep(1)
     # give the orphan sweep one more interval after the last job finished
     time.sleep(settings.purge_interval_s + 2 * settings.reaper_interval_s)
@@ -265,7 +285,8 @@ def main() -> None:  # noqa: C901 - one numbered script
     print(f"jobs {args.jobs}  accepted {len(accepted)}  statuses {by_status}  "
           f"(succeeded after a retry: {won_later})")
     print(f"kills: pool children {kills['pool_child']}, worker groups {kills['worker_group']}, "
-          f"redis {kills['redis']}  in {time.monotonic() - t0:.0f} s")
+          f"redis {kills['redis']}  in {time.monotonic() - t0:.0f} s; workers that exited "
+          f"on their own and were restarted: {restarts[0]}")
     print(f"lost {lost}  not accepted {not_accepted}  duplicate {duplicates}  "
           f"wrong result count {wrong_count}  orphaned objects {len(orphans)} "
           f"(+{len(temp_files)} temp files)  missing objects {len(missing)}  "
