@@ -50,7 +50,7 @@ def main() -> None:
     from tryon.records.db import make_engine, make_session_factory
     from tryon.records.models import Base, TryOnJob
     from tryon.storage import make_storage
-    from workers.app import make_celery, publish_job
+    from workers.app import make_dispatcher
 
     tmp = Path(tempfile.mkdtemp(prefix="queue-bench-"))
     env = {"TRYON_DATA_DIR": str(tmp / "var"), "TRYON_QUEUE_PREFIX": f"b{uuid.uuid4().hex[:6]}-",
@@ -69,7 +69,7 @@ def main() -> None:
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
     storage = make_storage(settings)
-    app = make_celery(settings)
+    dispatcher = make_dispatcher(settings)
     with factory() as s:
         ids = seed_inputs(s, storage)
         s.commit()
@@ -88,7 +88,7 @@ def main() -> None:
                 job_id = add_job(s, ids, params={"fake": {"steps": 1, "step_s": 0}})
                 s.commit()
                 sent = jobs.db_now(s)
-            publish_job(app, settings, job_id, "cpu")
+            dispatcher.publish(job_id, "cpu")
             deadline = time.monotonic() + 60
             while True:
                 with factory() as s:

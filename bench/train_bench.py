@@ -1,7 +1,7 @@
 """AnyDoor training throughput: optimiser steps per second and peak memory.
 
-Runs the training loop's own pieces (:func:`~tryon.anydoor.training.loop.configure_trainable`,
-:class:`~tryon.anydoor.training.loop.Denoiser`, :func:`~tryon.anydoor.training.loop.denoising_loss`,
+Runs the training loop's own pieces (:func:`~tryon.anydoor.training.objective.configure_trainable`,
+:class:`~tryon.anydoor.training.objective.Denoiser`, :func:`~tryon.anydoor.training.objective.denoising_loss`,
 AdamW over the trainable parameters) on a random model and random batches; nothing is written.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_bench.py                # tiny, CPU, batch 1
@@ -26,7 +26,7 @@ import torch
 
 from tryon.anydoor.config import AnyDoorConfig
 from tryon.anydoor.models import build_components, randomize_parameters
-from tryon.anydoor.training import loop as L
+from tryon.anydoor.training import objective as L
 
 
 def random_batch(config: AnyDoorConfig, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -95,7 +95,9 @@ class Settings:
     #: the reaper runs the retention purge at most this often
     purge_interval_s: float = 300.0
     # engine defaults
-    default_engine: str = ""  # empty: anydoor when weights are configured, else preview
+    # empty: `tryon render` takes anydoor when weights are configured, else preview; the API
+    # takes anydoor when a live worker advertises it, else preview (tryon.engines.registry)
+    default_engine: str = ""
     default_steps: int = 50
     default_guidance: float = 4.5
     #: extra engines to register, "name=module:Factory,name2=module:Factory" (plugins, test fakes)
@@ -163,6 +165,9 @@ class Settings:
             if not _is_whsec(value):
                 raise ConfigError("TRYON_WEBHOOK_SECRET must be whitespace-separated "
                                   "whsec_<base64> values (e.g. from `tryon keys webhook-secret`)")
+        if self.secret_key.startswith("CHANGE-ME"):
+            raise ConfigError("TRYON_SECRET_KEY still holds the placeholder of .env.example: "
+                              "generate a random value (see .env.example)")
         if self.photo_ttl_s < 0 or self.result_ttl_s < 0:
             raise ConfigError("TRYON_PHOTO_TTL_S and TRYON_RESULT_TTL_S must be >= 0 (0 = keep)")
         if self.min_image_side < 1 or self.max_image_side < self.min_image_side:

@@ -138,10 +138,30 @@ class WeightsNotFoundError(WeightsError):
     default_message = "No model weights are configured: set TRYON_WEIGHTS or run `tryon weights fetch`."
 
 
+class NetworkUnavailableError(TryOnError):
+    """A download could not reach its server (no network, timeout, connection dropped, 5xx).
+
+    Its own code and exit status (6) so scripts can retry later; see :mod:`tryon.anydoor.fetch`.
+    """
+
+    code = "network_unavailable"
+    http_status = 503
+    transient = True
+    default_message = "The network is not reachable: retry when it is back."
+
+
 class EngineUnavailableError(TryOnError):
     code = "engine_unavailable"
     http_status = 422
     default_message = "That engine is not available on this deployment."
+
+
+class NoWorkerForEngineError(EngineUnavailableError):
+    """No live worker advertises the engine (none runs yet, or none has its weights): retry
+    after ``Retry-After``, or pick an engine from ``details["available"]``."""
+
+    http_status = 503
+    default_message = "No running worker can serve that engine right now."
 
 
 class NumericalError(TryOnError):
@@ -188,6 +208,13 @@ class ConfigError(TryOnError):
     code = "config_invalid"
     http_status = 500
     default_message = "The configuration is not valid."
+
+
+class TrainingDataError(ConfigError):
+    """Training could not build samples: every pair it tried was rejected (filters or files)."""
+
+    code = "training_data_rejected"
+    default_message = "Every training pair tried was rejected; check the dataset and filters."
 
 
 # --- API-level -----------------------------------------------------------------------------

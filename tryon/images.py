@@ -11,7 +11,11 @@ Every entry point (API, CLI, workers) calls :func:`normalize_upload` (or :func:`
    rejected on purpose: one more C parser on untrusted bytes is not worth it for v1.
 3. Dimensions are read from the header and checked against the side and pixel limits before any
    pixel is decoded (``ImageTooLargeError``); Pillow's ``DecompressionBombWarning`` is an error
-   inside the decode, and ``Image.MAX_IMAGE_PIXELS`` is never ``None``.
+   inside the decode, and ``Image.MAX_IMAGE_PIXELS`` is never ``None``. A JPEG is decoded at
+   reduced scale (DCT scaling: 1/2, 1/4 or 1/8, the smallest that still reaches the target
+   size), and the limits apply to that decoded size: a 50 MP or 200 MP phone photo is
+   accepted within the same memory bound. PNG and WebP cannot do that and keep the limits on
+   their full size.
 4. Only frame 0 of an animated PNG/WebP is used. Both formats constrain every frame to the
    canvas size checked in step 3 (Pillow rejects APNG frames outside the canvas, libwebp's demuxer
    rejects WebP frames outside it), so a later frame cannot be a bomb.
@@ -34,12 +38,12 @@ import os
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, JpegImagePlugin
 
 from tryon.errors import (
     CorruptImageError,
@@ -105,6 +109,11 @@ _ORIENTATION_FIX: dict[int, Image.Transpose] = {
 }
 
 
+#: garment photos may be smaller than shoppers' photos: product cut-outs are often a few
+#: hundred pixels, and the garment is resized to AnyDoor's 224 px reference anyway
+GARMENT_MIN_SIDE = 128
+
+
 @dataclass(frozen=True)
 class IntakeLimits:
     """Limits applied to every uploaded image.
@@ -133,6 +142,10 @@ class IntakeLimits:
             min_side=settings.min_image_side,
             long_side=settings.photo_long_side or None,
         )
+
+    def for_garments(self) -> IntakeLimits:
+        """The same limits with the garment minimum (:data:`GARMENT_MIN_SIDE`) when lower."""
+        return replace(self, min_side=min(self.min_side, GARMENT_MIN_SIDE))
 
 
 @dataclass(frozen=True)
@@ -239,14 +252,20 @@ def sniff_format(data: bytes) -> str:
 # --- decoding ----------------------------------------------------------------------------
 
 
-def _check_header_size(size: tuple[int, int], limits: IntakeLimits) -> None:
+def _check_header_size(
+    size: tuple[int, int], limits: IntakeLimits, source: tuple[int, int] | None = None
+) -> None:
+    """``size``: what will be decoded; ``source``: the file's size when that is larger (a
+    JPEG decoded at reduced scale)."""
     w, h = size
     if w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
+        sw, sh = source or size
         raise ImageTooLargeError(
-            f"The image is {w}x{h} pixels; the limit is {limits.max_side} pixels per side and "
-            f"{limits.max_pixels // 1_000_000} megapixels in total.",
-            width=w,
-            height=h,
+            f"The image is {sw}x{sh} pixels; the limit is {limits.max_side} pixels per side and "
+            f"{limits.max_pixels // 1_000_000} megapixels in total"
+            + (f" (it would decode at {w}x{h})." if source and source != size else "."),
+            width=sw,
+            height=sh,
         )
 
 
@@ -306,11 +325,18 @@ def _decode(
             # Pillow warns about malformed EXIF/tags in hostile files: noise, not our signal
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            src = Image.open(io.BytesIO(data), formats=[fmt])
+            src: ImageFile.ImageFile
+            if fmt == "JPEG":
+                # header only; Image.open's bomb check would judge the full size, but a JPEG
+                # is decoded at reduced scale (step 2): the limits apply to that size
+                src = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+            else:
+                src = Image.open(io.BytesIO(data), formats=[fmt])
             im: Image.Image = src
             # 1. header-only checks, before a single pixel is decoded
-            _check_header_size(src.size, limits)
             src_w, src_h = src.size
+            if fmt != "JPEG":
+                _check_header_size(src.size, limits)
             if check_min and min(src_w, src_h) < limits.min_side:
                 raise ImageTooSmallError(
                     f"The image is {src_w}x{src_h} pixels; the short side must be at least "
@@ -320,9 +346,12 @@ def _decode(
                 )
             # the target is orientation-independent up to a swap of (w, h)
             target = _target_size((src_w, src_h), limits)
-            # 2. JPEG can decode at 1/2, 1/4 or 1/8 scale for free; ask for at least the target
-            if fmt == "JPEG" and target != (src_w, src_h):
-                src.draft(src.mode, target)
+            # 2. JPEG can decode at 1/2, 1/4 or 1/8 scale for free; ask for at least the target.
+            # A 50 MP phone photo decodes at 1/2 or 1/4 scale, within the pixel limit.
+            if fmt == "JPEG":
+                if target != (src_w, src_h):
+                    src.draft(src.mode, target)
+                _check_header_size(src.size, limits, source=(src_w, src_h))
             # 3. full decode of frame 0 only; truncation raises here. EXIF is read after the
             # load because PNG may carry it after the pixel data.
             src.load()

@@ -245,7 +245,7 @@ class LocalStorage:
         count = 0
         try:
             for p in base.rglob(".tmp-*.part"):
-                if p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff:
+                if p.is_file() and not p.is_symlink() and p.stat().st_mtime <= cutoff:
                     p.unlink(missing_ok=True)
                     count += 1
         except OSError as exc:

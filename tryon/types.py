@@ -23,6 +23,14 @@ class GarmentLength(enum.StrEnum):
     LONG = "long"
 
 
+class MaskMode(enum.StrEnum):
+    """The region a render repaints: the whole placement ``box``, or the person's ``shape``
+    inside it (the AnyDoor demo's shape control: the mask channel from the target mask)."""
+
+    BOX = "box"
+    SHAPE = "shape"
+
+
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -20,7 +20,6 @@ import http.client
 import ipaddress
 import logging
 import os
-import random
 import secrets
 import socket
 import ssl
@@ -295,14 +294,6 @@ def verify(
 
 # --------------------------------------------------------------------------------------
 # delivery
-
-
-def backoff_s(attempt: int, *, base: float = 5.0, cap: float = 600.0,
-              rng: random.Random | None = None) -> float:
-    """Delay before delivery retry ``attempt`` (1-based): full-jitter exponential backoff,
-    ``uniform(0, min(cap, base * 2**(attempt-1)))``, never above ``cap``."""
-    r = rng or random
-    return r.uniform(0.0, min(cap, base * 2 ** max(0, attempt - 1)))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ class PoolAnalyzer:
     """``analyzer(image_bytes, categories) -> analysis dict`` backed by a spawn process pool.
 
     The dict is :meth:`tryon.vision.analysis.PhotoAnalysis.to_dict` plus ``person_mask_png``
-    (grayscale PNG bytes of the person segmentation, 255 = person, or None)."""
+    (grayscale PNG bytes of the main person's own silhouette at the photo's size, 255 =
+    person, or None)."""
 
     def __init__(self, max_workers: int = 1, timeout_s: float = 120.0, max_tasks: int = 200,
                  fn: Any = None) -> None:

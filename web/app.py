@@ -56,7 +56,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
         HTTP_ERROR_SCHEMA=ErrorOut,
         VALIDATION_ERROR_SCHEMA=ErrorOut,
         TRYON_OPEN_JOB_LIMIT=settings.max_open_jobs_per_shopper,
-        TRYON_WORKER_PING_TIMEOUT=1.0,
     )
     app.config.update(overrides)
 
@@ -67,6 +66,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     from web.analyzer import PoolAnalyzer
     from web.metrics import Metrics
     from web.publisher import CeleryPublisher
+    from web.services import RegistryEngines
     from web.signing import resolve_secret_key
 
     configure_pillow(IntakeLimits.from_settings(settings))
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
         analyzer=app.config.get("TRYON_PHOTO_ANALYZER") or PoolAnalyzer(
             max_tasks=settings.analyzer_max_tasks),
         secret_key=resolve_secret_key(settings),
+        engines=app.config.get("TRYON_ENGINE_DIRECTORY") or RegistryEngines(settings.stale_after_s),
         webhook_resolver=app.config.get("TRYON_WEBHOOK_RESOLVER"),
         webhook_allow_http=bool(app.config.get("TRYON_WEBHOOK_ALLOW_HTTP", False)),
         webhook_allow_private=bool(app.config.get("TRYON_WEBHOOK_ALLOW_PRIVATE", False)),
@@ -108,6 +109,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
 
     for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp, me.bp):
         app.register_blueprint(bp)
+    # the server-rendered pages (session cookie + CSRF) and the offline /docs assets
+    from web import pages
+
+    pages.install(app, svc.secret_key)
+    # after every blueprint, pages included: the limits wrap the registered view functions
     app.extensions["tryon_limiter"] = ratelimit.install_limits(app, settings)
 
     @app.spec_processor
@@ -117,7 +123,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
         return make_truthful(spec, ratelimit.limited_openapi_paths(app))
 
     def _job_stats() -> dict[str, Any] | None:
-        from tryon.records.jobs import queue_stats
+        from tryon.records.stats import queue_stats
 
         try:
             with session_factory() as s:

@@ -25,6 +25,10 @@ PUBLIC_ENDPOINTS = frozenset(
      "openapi.swagger_ui_oauth_redirect", "files.signed_result"}
 )
 
+#: blueprints that authenticate with a signed session cookie instead of a bearer key (the
+#: server-rendered pages); they keep the same Principal and the same 404-not-403 rule
+SESSION_BLUEPRINTS = frozenset({"pages"})
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -46,6 +50,8 @@ def authenticate_request() -> None:
     """``before_request``: resolve ``Authorization: Bearer <key>`` into ``g.principal``."""
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return
+    if request.blueprint in SESSION_BLUEPRINTS:
+        return  # the pages authenticate with a session cookie (web.pages._authenticate)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

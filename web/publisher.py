@@ -1,15 +1,14 @@
-"""Publishing job ids to the broker by task name (the web app never imports worker code)."""
+"""How the web app publishes job ids: :class:`tryon.dispatch.Dispatcher` on a Celery app built
+from :func:`tryon.celeryconf.celery_config` (the web app never imports worker code)."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, Protocol
 
-from tryon.celeryconf import TASK_RUN_JOB, celery_config, queue_name
+from tryon.celeryconf import celery_config
 from tryon.config import Settings
-
-log = logging.getLogger(__name__)
+from tryon.dispatch import Dispatcher
 
 
 class Publisher(Protocol):
@@ -18,39 +17,23 @@ class Publisher(Protocol):
         ...
 
 
-class CeleryPublisher:
-    """``send_task(TASK_RUN_JOB, args=[job_id], queue=...)`` on a Celery app built from
-    :func:`tryon.celeryconf.celery_config`; the app is created on first use."""
+#: a request thread retries a failed publish once, quickly: the job row is already committed,
+#: so a broker outage costs the client nothing but latency, and the reaper publishes the job
+#: once the broker is back (workers keep the longer default policy)
+RETRY_POLICY = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.2}
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._app: Any = None
-        self._lock = threading.Lock()
 
-    @property
-    def app(self) -> Any:
-        with self._lock:
-            if self._app is None:
-                from celery import Celery
+def CeleryPublisher(settings: Settings) -> Dispatcher:  # noqa: N802 - the historic name
+    """The web app's dispatcher; its Celery app is created on first use."""
 
-                app = Celery("tryon-web", set_as_current=False)
-                app.conf.update(celery_config(self.settings))
-                self._app = app
-            return self._app
+    def app() -> Any:
+        from celery import Celery
 
-    #: a request thread retries a failed publish once, quickly: the job row is already
-    #: committed, so a broker outage costs the client nothing but latency, and the reaper
-    #: publishes the job once the broker is back (workers keep the longer default policy)
-    RETRY_POLICY = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.2}
+        celery = Celery("tryon-web", set_as_current=False)
+        celery.conf.update(celery_config(settings))
+        return celery
 
-    def publish(self, job_id: str, queue: str) -> None:
-        self.app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue_name(self.settings, queue),
-                           retry_policy=self.RETRY_POLICY)
-
-    def ping_workers(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        """Live workers from ``inspect().ping()``; empty when none answer within ``timeout``."""
-        replies = self.app.control.inspect(timeout=timeout).ping() or {}
-        return [{"name": name, "ok": (reply or {}).get("ok") == "pong"} for name, reply in sorted(replies.items())]
+    return Dispatcher(settings, app, retry_policy=RETRY_POLICY)
 
 
 class RecordingPublisher:
@@ -66,6 +49,3 @@ class RecordingPublisher:
             raise ConnectionError("broker down (test)")
         with self._lock:
             self.published.append((job_id, queue))
-
-    def ping_workers(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        return []

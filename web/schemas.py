@@ -20,12 +20,20 @@ from apiflask.fields import (
 from apiflask.validators import Length, OneOf, Range, Regexp
 from marshmallow import ValidationError
 
-from tryon.types import Category, GarmentLength, JobStatus
+from tryon.anydoor.limits import CONTROL_STRENGTH, GUIDANCE, NUM_SAMPLES, SEED, STEPS, Bound
+from tryon.types import Category, GarmentLength, JobStatus, MaskMode
 from web.inputs import CURSOR_PATTERN, ID_PATTERN, unstorable_reason
 
 CATEGORIES = [c.value for c in Category]
 LENGTHS = [g.value for g in GarmentLength]
-MAX_SEED = 2**31 - 1
+MAX_SEED = int(SEED.high)
+
+
+def bound_range(bound: Bound) -> Range:
+    """The marshmallow ``Range`` of a shared bound (so the schema and the OpenAPI document say
+    what the pipeline checks)."""
+    cast = int if bound.integer else float
+    return Range(min=cast(bound.low), max=cast(bound.high), min_inclusive=not bound.low_open)
 
 
 class Text(String):
@@ -152,13 +160,19 @@ class TryOnIn(Schema):
     photo_id = RecordId(required=True)
     garment_id = RecordId(required=True)
     engine = Text(load_default=None, validate=Length(max=32))
-    num_samples = JSONInteger(load_default=1, validate=Range(1, 4))
-    seed = JSONInteger(load_default=None, allow_none=True, validate=Range(0, MAX_SEED))
-    steps = JSONInteger(load_default=None, allow_none=True, validate=Range(1, 200))
-    guidance = JSONFloat(load_default=None, allow_none=True, validate=Range(0.0, 30.0))
+    num_samples = JSONInteger(load_default=1, validate=bound_range(NUM_SAMPLES))
+    seed = JSONInteger(load_default=None, allow_none=True, validate=bound_range(SEED))
+    steps = JSONInteger(load_default=None, allow_none=True, validate=bound_range(STEPS),
+                        metadata={"description": "Denoising steps (default TRYON_DEFAULT_STEPS)."})
+    guidance = JSONFloat(load_default=None, allow_none=True, validate=bound_range(GUIDANCE),
+                         metadata={"description": "Guidance scale, > 0 (default "
+                                                  "TRYON_DEFAULT_GUIDANCE)."})
+    control_strength = JSONFloat(load_default=None, allow_none=True,
+                                 validate=bound_range(CONTROL_STRENGTH),
+                                 metadata={"description": "ControlNet strength (default 1.0)."})
     box = List(JSONInteger(), load_default=None, allow_none=True, validate=Length(equal=4),
                metadata={"description": "Placement override [x1, y1, x2, y2), photo pixels."})
-    mask = String(load_default="box", validate=OneOf(["box", "shape"]), metadata={
+    mask = String(load_default="box", validate=OneOf([m.value for m in MaskMode]), metadata={
         "description": "Region to repaint: `box` (the whole placement box) or `shape` (the box "
                        "cut to the person's silhouette from the photo's segmentation, dilated; "
                        "falls back to the box when the photo has no usable person mask)."})
@@ -216,9 +230,22 @@ class QueuesOut(Schema):
     broker = Dict()
 
 
+class WorkerOut(Schema):
+    id = String(metadata={"description": "`<hostname>:<pid>` of the pool process."})
+    queues = List(String())
+    engines = List(String())
+    state = String(validate=OneOf(["loading", "ready", "failed"]))
+    ready = Boolean()
+    alive = Boolean(metadata={"description": "Heartbeat within `stale_after_s`."})
+    error = String(allow_none=True)
+    started_at = String(allow_none=True, metadata={"format": "date-time"})
+    heartbeat_at = String(allow_none=True, metadata={"format": "date-time"})
+    current_job = String(allow_none=True)
+
+
 class WorkersOut(Schema):
-    workers = List(Dict())
-    timeout_s = Float()
+    workers = List(Nested(WorkerOut))
+    stale_after_s = Float()
 
 
 class HealthOut(Schema):

@@ -26,10 +26,25 @@ class Services:
     publisher: Any  # web.publisher.Publisher protocol
     analyzer: Any  # callable(image_bytes, categories) -> analysis dict
     secret_key: str
+    #: ``engines(session) -> {engine: ready}`` for engines live workers advertise
+    engines: Any = None
     webhook_resolver: Any = None
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RegistryEngines:
+    """The engines live workers advertise in the worker registry (:mod:`tryon.records.workers`):
+    a worker whose heartbeat is older than ``stale_after_s`` counts as gone."""
+
+    def __init__(self, stale_after_s: float) -> None:
+        self.stale_after_s = stale_after_s
+
+    def __call__(self, session: Session) -> dict[str, bool]:
+        from tryon.records.workers import live_engines
+
+        return live_engines(session, self.stale_after_s)
 
 
 def services() -> Services:

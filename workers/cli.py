@@ -142,14 +142,13 @@ def _reaper_loop(settings: object, stop: threading.Event) -> None:
     """The reaper inside ``serve`` (its own DB engine and publisher; no Celery beat needed)."""
     from tryon.config import Settings
     from tryon.records.db import make_engine, make_session_factory
-    from workers.app import make_celery, publish_job, publish_webhooks
+    from workers.app import make_dispatcher
     from workers.reaper import Reaper
 
     assert isinstance(settings, Settings)
-    app = make_celery(settings)
+    dispatcher = make_dispatcher(settings)
     reaper = Reaper(settings, make_session_factory(make_engine(settings.resolved_database_url)),
-                    lambda job_id, queue: publish_job(app, settings, job_id, queue),
-                    lambda ids: publish_webhooks(app, settings, ids))
+                    dispatcher.publish, dispatcher.publish_webhooks)
     while not stop.wait(settings.reaper_interval_s):
         try:
             reaper.run_once()

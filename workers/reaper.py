@@ -1,6 +1,6 @@
 """The reaper: finds jobs whose worker went silent and messages that never reached the broker.
 
-One pass (:meth:`Reaper.run_once`) calls :func:`tryon.records.jobs.reap` in its own transaction,
+One pass (:meth:`Reaper.run_once`) calls :func:`tryon.records.reaping.reap` in its own transaction,
 commits, and only then publishes: stale ``running`` jobs re-queued, ``queued`` jobs never
 published (or published long ago, with exponential backoff per message already sent), and
 webhook outbox rows whose first publish or whose scheduled retry message was lost. A job whose
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
-from tryon.records import jobs
+from tryon.records import jobs, outbox, reaping
 from tryon.records.db import session_scope
 from tryon.records.retention import PurgeReport, purge_expired, sweep_result_orphans
 from tryon.storage import Storage
@@ -47,7 +46,7 @@ log = logging.getLogger(__name__)
 class ReaperPass:
     """What one pass did; ``skipped`` after a DB outage, ``error`` when the DB was down."""
 
-    report: jobs.ReapReport | None
+    report: reaping.ReapReport | None
     published: int = 0
     webhooks: int = 0
     skipped: bool = False
@@ -86,7 +85,7 @@ class Reaper:
                 log.warning("reaper: database is back; skipping one pass")
                 return ReaperPass(None, skipped=True)
             with session_scope(self.factory) as session:
-                report = jobs.reap(session, stale_after_s=s.stale_after_s,
+                report = reaping.reap(session, stale_after_s=s.stale_after_s,
                                    republish_after_s=s.republish_after_s)
                 webhook_ids = self._stuck_webhooks(session)
         except OperationalError as exc:
@@ -127,8 +126,9 @@ class Reaper:
                 if s.photo_ttl_s > 0 or s.result_ttl_s > 0:
                     report = purge_expired(session, self._storage, photo_ttl_s=s.photo_ttl_s,
                                            result_ttl_s=s.result_ttl_s, now=jobs.db_now(session))
-                orphans = sweep_result_orphans(session, self._storage)
-            return dataclasses.replace(report, orphans=orphans)
+                swept = sweep_result_orphans(session, self._storage)
+            return dataclasses.replace(report, orphans=swept.objects,
+                                       temp_files=swept.temp_files)
         except Exception as exc:  # noqa: BLE001 - DB or storage down: a later pass retries
             log.warning("reaper: retention purge failed: %s", exc)
             return None
@@ -146,11 +146,6 @@ class Reaper:
     def _stuck_webhooks(self, session: Session) -> list[str]:
         """Pending outbox rows whose message looks lost: first publish older than
         ``republish_after_s``, or a scheduled retry overdue by more than ``republish_after_s``
-        (see :func:`jobs.reap_webhooks`; claimed, so concurrent reapers send each once)."""
+        (see :func:`outbox.reap_webhooks`; claimed, so concurrent reapers send each once)."""
         grace = self.settings.republish_after_s
-        return jobs.reap_webhooks(session, first_publish_after_s=grace, overdue_grace_s=grace)
-
-    def loop(self, stop: threading.Event) -> None:
-        """Run a pass every ``reaper_interval_s`` until ``stop`` is set."""
-        while not stop.wait(self.settings.reaper_interval_s):
-            self.run_once()
+        return outbox.reap_webhooks(session, first_publish_after_s=grace, overdue_grace_s=grace)

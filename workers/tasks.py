@@ -2,14 +2,14 @@
 
 ``celery -A workers.tasks:app worker -Q gpu`` (or ``tryon worker``). Settings come from the
 environment. Nothing heavy is built at import or in the parent process: the DB engine, storage
-and runner are built on first use in each pool child (and rebuilt after a fork), and the engine
-(model) on the first job that needs it.
+and runner are built on first use in each pool child (and rebuilt after a fork); each child
+registers itself in the worker registry and loads its engines right after the fork
+(:mod:`workers.presence`), so the first job does not pay the model load.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from celery.exceptions import (
@@ -19,23 +19,28 @@ from celery.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon.backoff import backoff_s
 from tryon.celeryconf import TASK_DELIVER_WEBHOOK, TASK_REAP, TASK_RUN_JOB
 from tryon.config import Settings, load_settings
-from tryon.records import jobs
+from tryon.dispatch import Dispatcher
+from tryon.records import outbox
 from tryon.records.db import make_engine, make_session_factory, session_scope
-from workers.app import make_celery, publish_job, publish_webhooks
+from workers.app import make_celery
 from workers.reaper import Reaper
-from workers.runner import BusyError, JobRunner, default_worker_id, deliver_webhook
+from workers.runner import BusyError, JobRunner, default_worker_id
+from workers.webhooks import deliver_webhook
 
 log = logging.getLogger(__name__)
 
 settings: Settings = load_settings()
 app = make_celery(settings)
+#: publishes with this module's app (the one the worker runs)
+dispatcher = Dispatcher(settings, lambda: app)
 
 _state: dict[str, Any] = {}
 
@@ -52,6 +57,42 @@ def _forget_parent_state(**_: Any) -> None:
     from tryon.images import IntakeLimits, configure_pillow
 
     configure_pillow(IntakeLimits.from_settings(settings))
+    _start_presence()
+
+
+#: logical queues this worker consumes, recorded in the parent before the pool forks
+_consumed: list[str] = []
+
+
+@celeryd_after_setup.connect
+def _record_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    from tryon.celeryconf import QUEUE_CPU, QUEUE_GPU, queue_name
+
+    try:
+        names = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    except AttributeError:
+        return
+    _consumed[:] = [q for q in (QUEUE_GPU, QUEUE_CPU) if queue_name(settings, q) in names]
+
+
+def _start_presence() -> None:
+    """Register this pool child and load its engines now (see :mod:`workers.presence`)."""
+    from tryon.celeryconf import QUEUE_CPU, QUEUE_GPU
+    from tryon.engines.registry import engines_for_queues, get_engine
+    from workers.presence import WorkerPresence
+
+    queues = list(_consumed) or [QUEUE_GPU, QUEUE_CPU]
+    _state["presence"] = WorkerPresence(
+        settings, session_factory(), default_worker_id(), queues,
+        engines_for_queues(settings, queues), lambda name: get_engine(name, settings),
+    ).start()
+
+
+@worker_process_shutdown.connect
+def _leave_registry(**_: Any) -> None:
+    presence = _state.get("presence")
+    if presence is not None:
+        presence.stop()
 
 
 def session_factory() -> sessionmaker[Session]:
@@ -62,8 +103,8 @@ def session_factory() -> sessionmaker[Session]:
 
 def _notify_terminal(job_id: str) -> None:
     with session_scope(session_factory()) as s:
-        ids = jobs.pending_deliveries(s, job_id)
-    publish_webhooks(app, settings, ids)
+        ids = outbox.pending_deliveries(s, job_id)
+    dispatcher.publish_webhooks(ids)
 
 
 def runner() -> JobRunner:
@@ -85,8 +126,7 @@ def reaper() -> Reaper:
     if "reaper" not in _state:
         _state["reaper"] = Reaper(
             settings, session_factory(),
-            lambda job_id, queue: publish_job(app, settings, job_id, queue),
-            lambda ids: publish_webhooks(app, settings, ids),
+            dispatcher.publish, dispatcher.publish_webhooks,
         )
     return _state["reaper"]
 
@@ -151,7 +191,7 @@ def run_job(self: Any, job_id: str) -> str:
         # the DB is down before the claim: nothing was done; back off and try again
         if self.request.retries >= 3:
             raise
-        delay = random.uniform(0, min(settings.max_retry_backoff_s, 2.0 * 2**self.request.retries))
+        delay = backoff_s(self.request.retries + 1, base=2.0, cap=settings.max_retry_backoff_s)
         raise self.retry(exc=exc, countdown=delay, max_retries=None) from None
 
 

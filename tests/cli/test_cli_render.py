@@ -90,7 +90,8 @@ def test_render_explicit_box_and_samples(tmp_path: Path) -> None:
     outside = np.ones(changed.shape, dtype=bool)
     outside[200:380, 100:300] = False
     assert not changed[outside].any()
-    assert (tmp_path / "boxed-1.png").is_file()
+    # samples are never copies: each seed draws its own fit
+    assert not np.array_equal(_read_png(tmp_path / "boxed-1.png"), result)
 
 
 def test_render_bad_image_exits_3(tmp_path: Path) -> None:
@@ -126,12 +127,19 @@ def test_demo_writes_contact_sheet(tmp_path: Path) -> None:
     code, text = _invoke("demo", "--out", str(tmp_path / "demo"), "-q")
     assert code == 0, text
     sheet = _read_png(tmp_path / "demo" / "contact_sheet.png")
-    # header + three garment rows of 256 px cells and captions; 4 columns (preview only)
-    assert sheet.shape[1] == 4 * 256 and sheet.shape[0] > 3 * 256
-    assert (tmp_path / "demo" / "tshirt-preview.png").is_file()
-    # the waist-up photo cannot place trousers: the row shows the typed error, no result
-    assert "pose_not_usable" in text
-    assert not (tmp_path / "demo" / "trousers-preview.png").exists()
+    # header, the garment row and three people rows of 256 px cells and captions; 4 columns
+    # (person + three garments, preview only)
+    assert sheet.shape[1] == 4 * 256 and sheet.shape[0] > 4 * 256
+    # both real full-body people render all three categories
+    for person in ("sports2d_man", "sports2d_woman"):
+        for garment in ("tee", "jeans", "dress"):
+            result = _read_png(tmp_path / "demo" / f"{person}-{garment}-preview.png")
+            assert result.ndim == 3
+    assert (tmp_path / "demo" / "astronaut-tee-preview.png").is_file()
+    # the waist-up photo cannot place trousers or a dress: the cell shows the typed error
+    assert text.count("pose_not_usable") == 2
+    assert not (tmp_path / "demo" / "astronaut-jeans-preview.png").exists()
+    assert not (tmp_path / "demo" / "astronaut-dress-preview.png").exists()
 
 
 def test_demo_in_a_real_subprocess(tmp_path: Path) -> None:

@@ -92,6 +92,7 @@ class Stack:
 
     def __init__(self, tmp: Path, pg_url: str, env: dict[str, str]) -> None:
         from tryon.config import load_settings
+        from tryon.dispatch import Dispatcher
         from tryon.records.db import make_engine, make_session_factory
         from tryon.storage import LocalStorage
         from workers.app import make_celery
@@ -111,6 +112,7 @@ class Stack:
         self.factory = make_session_factory(self.engine)
         self.storage = LocalStorage(self.settings.resolved_storage_root)
         self.app = make_celery(self.settings)
+        self.dispatcher = Dispatcher(self.settings, lambda: self.app)
         self.workers: list[subprocess.Popen[bytes]] = []
         self._stop_reaper = threading.Event()
 
@@ -139,13 +141,16 @@ class Stack:
         proc.wait(10)
 
     def start_reaper(self) -> None:
-        from workers.app import publish_job, publish_webhooks
         from workers.reaper import Reaper
 
-        reaper = Reaper(self.settings, self.factory,
-                        lambda j, q: publish_job(self.app, self.settings, j, q),
-                        lambda ids: publish_webhooks(self.app, self.settings, ids))
-        threading.Thread(target=reaper.loop, args=(self._stop_reaper,), daemon=True).start()
+        reaper = Reaper(self.settings, self.factory, self.dispatcher.publish,
+                        self.dispatcher.publish_webhooks)
+
+        def loop() -> None:
+            while not self._stop_reaper.wait(self.settings.reaper_interval_s):
+                reaper.run_once()
+
+        threading.Thread(target=loop, daemon=True).start()
 
     def close(self) -> None:
         self._stop_reaper.set()
@@ -182,13 +187,17 @@ class Stack:
     def submit(self, ids: dict[str, str], **kw: Any) -> str:
         from jobkit import add_job
 
-        from workers.app import enqueue_job
-
         with self.factory() as s:
             job_id = add_job(s, ids, **kw)
             s.commit()
             queue = kw.get("queue", "cpu")
-        assert enqueue_job(self.app, self.settings, self.factory, job_id, queue)
+        # commit, publish, then record published_at (what the API does)
+        from tryon.records import jobs
+
+        self.dispatcher.publish(job_id, queue)
+        with self.factory() as s:
+            jobs.mark_published(s, job_id)
+            s.commit()
         return job_id
 
     def job(self, job_id: str) -> Any:

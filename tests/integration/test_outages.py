@@ -45,13 +45,17 @@ def stacks(stack_on: Callable[..., Any], cluster_db_url: str) -> Callable[..., A
 
 
 class Api:
-    """The real app (real CeleryPublisher) behind Flask's test client, with a shopper key."""
+    """The real app (real Celery dispatcher) behind Flask's test client, with a shopper key."""
 
     def __init__(self, st: Any, ids: dict[str, str]) -> None:
         from tryon.records.accounts import create_api_key
         from web.app import create_app
 
-        self.app = create_app(st.settings)
+        # workers come and go in these tests (and may not be up at submit time): admission
+        # by the worker registry is tested in tests/web/test_worker_registry.py
+        self.app = create_app(st.settings,
+                              TRYON_ENGINE_DIRECTORY=lambda session: {"fake": True,
+                                                                      "stall": True})
         self.client = self.app.test_client()
         self.ids = ids
         with st.factory() as s:

@@ -157,7 +157,20 @@ def test_serve_runs_the_readme_walkthrough_and_ctrl_c_stops_everything(
     photo = http.json("GET", f"/v1/photos/{photo['id']}", skey)
     body: dict[str, Any] = {"photo_id": photo["id"], "garment_id": garment["id"],
                             "engine": "preview", "num_samples": 1, "seed": 7}
-    job = http.json("POST", "/v1/tryons", skey, payload=body, expect=202)
+    # until the worker has registered, the API answers 503 engine_unavailable with
+    # Retry-After (docs/api.md): a client retries, as this one does
+    deadline = time.monotonic() + 90
+    while True:
+        status, data, headers = http.call("POST", "/v1/tryons", skey,
+                                          body=json.dumps(body).encode(),
+                                          ctype="application/json")
+        if status != 503:
+            break
+        assert json.loads(data)["error"]["code"] == "engine_unavailable"
+        assert time.monotonic() < deadline, "no worker registered\n" + log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert status == 202, data[:500]
+    job = json.loads(data)
     t_job = time.monotonic()
     deadline = time.monotonic() + 120
     while job["status"] in ("queued", "running"):

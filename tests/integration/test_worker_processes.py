@@ -13,6 +13,7 @@ import signal
 import pytest
 from sqlalchemy import func, select
 
+from tryon.engines.request import job_seeds
 from tryon.records import jobs
 from tryon.records.models import TryOnResult
 
@@ -35,7 +36,7 @@ def test_job_end_to_end(stack_factory, engine: str) -> None:  # type: ignore[no-
     with st.factory() as s:
         seeds = s.execute(select(TryOnResult.seed).where(TryOnResult.job_id == job_id)
                           .order_by(TryOnResult.index)).scalars().all()
-    assert tuple(seeds) == jobs.job_seeds(job_id, 2)
+    assert tuple(seeds) == job_seeds(job_id, 2)
     assert job.published_at is not None and job.worker_id
 
 
@@ -114,15 +115,14 @@ def test_job_that_always_crashes_fails_with_worker_lost_and_queue_empty(stack_fa
 
 def test_duplicate_delivery_does_the_work_once(stack_factory) -> None:  # type: ignore[no-untyped-def]
     """R-5: the same job id published 3 times to 2 workers: one claim, one result."""
-    from workers.app import publish_job
 
     st = stack_factory()
     st.start_worker("a")
     st.start_worker("b")
     ids = st.seed()
     job_id = st.submit(ids, params={"fake": {"steps": 10, "step_s": 0.1}})
-    publish_job(st.app, st.settings, job_id, "cpu")
-    publish_job(st.app, st.settings, job_id, "cpu")
+    st.dispatcher.publish(job_id, "cpu")
+    st.dispatcher.publish(job_id, "cpu")
     job = st.wait_status(job_id, {"succeeded", "failed"}, 45)
     assert (job.status, job.attempt) == ("succeeded", 1), st.logs()
     with st.factory() as s:

@@ -588,3 +588,63 @@ def test_limits_from_settings() -> None:
         max_bytes=123, max_pixels=456, max_side=789, min_side=10, long_side=None
     )
     assert IntakeLimits.from_settings(Settings()) == IntakeLimits()
+
+
+# --- phone photos: JPEG decoded at reduced scale (issue 10) ------------------------------------
+
+
+def _big_jpeg(w: int, h: int) -> bytes:
+    """A plain JPEG of ``w`` x ``h`` pixels (grayscale keeps the test's own memory small)."""
+    plane = np.tile(np.linspace(0, 255, w, dtype=np.uint8), (h, 1))
+    buf = io.BytesIO()
+    Image.fromarray(plane, "L").save(buf, "JPEG", quality=70)
+    return buf.getvalue()
+
+
+def test_fifty_megapixel_jpeg_is_decoded_at_reduced_scale() -> None:
+    data = _big_jpeg(8160, 6120)  # 49.9 MP: over the 40 MP limit at full size
+    out = normalize_upload(data, IntakeLimits(max_bytes=len(data) + 1))
+    assert out.original_size == (8160, 6120)
+    assert out.size == (2048, 1536)
+    # a PNG of the same size still hits the bomb limit: it cannot decode at reduced scale
+    with pytest.raises(ImageTooLargeError):
+        normalize_upload(header_only_png(8160, 6120))
+
+
+def test_huge_jpeg_refused_when_no_downscale_is_asked() -> None:
+    data = _big_jpeg(8160, 6120)
+    with pytest.raises(ImageTooLargeError) as ei:
+        normalize_upload(data, IntakeLimits(max_bytes=len(data) + 1, long_side=None))
+    assert "8160x6120" in ei.value.message
+
+
+def test_fifty_megapixel_jpeg_decode_stays_within_the_memory_bound() -> None:
+    code = (
+        "import io, sys\n"
+        "from tests.tryon.test_images import _big_jpeg\n"
+        "data = _big_jpeg(8160, 6120)\n"
+        "base = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0]\n"
+        "from tryon.images import IntakeLimits, normalize_upload\n"
+        "out = normalize_upload(data, IntakeLimits(max_bytes=len(data) + 1))\n"
+        "peak = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(base, peak)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    base, peak = (int(v) for v in res.stdout.split())
+    # a full decode needs 150 MB for RGB; at 1/2 scale it is about 37 MB
+    assert peak - base < 120 * 1024, (base, peak)  # KiB
+
+
+def test_garments_have_their_own_minimum_size() -> None:
+    cutout = save(upright(237, 398), "PNG")  # a product cut-out below the photo minimum
+    with pytest.raises(ImageTooSmallError):
+        normalize_upload(cutout)
+    out = normalize_upload(cutout, IntakeLimits().for_garments(), keep_alpha=True)
+    assert out.size == (237, 398)
+    assert IntakeLimits(min_side=64).for_garments().min_side == 64  # never raises a minimum
+    with pytest.raises(ImageTooSmallError):
+        normalize_upload(save(upright(100, 398), "PNG"), IntakeLimits().for_garments())

@@ -15,8 +15,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tryon.engines.request import derive_seed, job_seeds
 from tryon.errors import ConflictError, NotFoundError
-from tryon.records import jobs
+from tryon.records import jobs, outbox, reaping, stats
 from tryon.records.db import make_engine, make_session_factory
 from tryon.records.models import (
     Account,
@@ -27,6 +28,20 @@ from tryon.records.models import (
     TryOnResult,
     WebhookDelivery,
 )
+
+
+def claim_job(session: Session, job_id: str, worker_id: str, now: datetime | None = None, *,
+              stale_after_s: float | None = None) -> int | None:
+    """:func:`jobs.try_claim` reduced to the fencing token (``None`` when not claimed)."""
+    claim = jobs.try_claim(session, job_id, worker_id, now=now, stale_after_s=stale_after_s)
+    return claim.attempt if claim.outcome is jobs.ClaimOutcome.CLAIMED else None
+
+
+def still_owner(session: Session, job_id: str, attempt: int) -> bool:
+    """(test helper) True while attempt ``attempt`` owns the running job and no cancel was requested."""
+    row = session.get(TryOnJob, job_id, populate_existing=True)
+    return bool(row is not None and row.status == jobs.RUNNING and row.attempt == attempt
+                and not row.cancel_requested)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -93,14 +108,14 @@ def test_claim_heartbeat_finish_and_fencing(factory: sessionmaker[Session]) -> N
         job_id = new_job(s, ids, webhook_url="https://example.com/hook")
         s.commit()
         assert jobs.mark_published(s, job_id, now=T0)
-        a1 = jobs.claim_job(s, job_id, "w1", now=T0)
+        a1 = claim_job(s, job_id, "w1", now=T0)
         assert a1 == 1
         # a second claim while the heartbeat is fresh does nothing
         assert jobs.try_claim(s, job_id, "w2", now=T0 + timedelta(seconds=5),
                               stale_after_s=30).outcome is jobs.ClaimOutcome.BUSY
         assert jobs.heartbeat(s, job_id, 1, 0.5, "sampling", now=T0 + timedelta(seconds=10))
         # stale: a redelivered message takes over with attempt 2 (the fencing token)
-        a2 = jobs.claim_job(s, job_id, "w2", now=T0 + timedelta(seconds=60), stale_after_s=30)
+        a2 = claim_job(s, job_id, "w2", now=T0 + timedelta(seconds=60), stale_after_s=30)
         assert a2 == 2
         assert not jobs.heartbeat(s, job_id, 1, 0.6, "sampling")
         assert not jobs.finish_success(s, job_id, 1, [spec()])
@@ -111,13 +126,13 @@ def test_claim_heartbeat_finish_and_fencing(factory: sessionmaker[Session]) -> N
         results = s.execute(select(TryOnResult).where(TryOnResult.job_id == job_id)).scalars().all()
         assert [(r.attempt, r.index) for r in results] == [(2, 0)]
         # terminal: nothing moves it any more
-        assert jobs.claim_job(s, job_id, "w3", now=T0 + timedelta(hours=1), stale_after_s=1) is None
+        assert claim_job(s, job_id, "w3", now=T0 + timedelta(hours=1), stale_after_s=1) is None
         assert not jobs.finish_failure(s, job_id, 2, "x", "y")
         with pytest.raises(ConflictError):
             jobs.cancel_job(s, job_id)
         # exactly one terminal event with a stable id
         events = s.execute(select(WebhookDelivery)).scalars().all()
-        assert [e.event_id for e in events] == [jobs.event_id_for(job_id, 2, "succeeded")]
+        assert [e.event_id for e in events] == [outbox.event_id_for(job_id, 2, "succeeded")]
         assert events[0].payload["data"] == {"id": job_id, "status": "succeeded"}
 
 
@@ -126,7 +141,7 @@ def test_exhausted_attempts_fail_with_worker_lost(factory: sessionmaker[Session]
         job_id = new_job(s, seed_inputs(s), max_attempts=2)
         now = T0
         for expected in (1, 2):
-            assert jobs.claim_job(s, job_id, "w", now=now, stale_after_s=30) == expected
+            assert claim_job(s, job_id, "w", now=now, stale_after_s=30) == expected
             now += timedelta(seconds=60)
         claim = jobs.try_claim(s, job_id, "w", now=now, stale_after_s=30)
         assert claim.outcome is jobs.ClaimOutcome.EXHAUSTED
@@ -140,25 +155,25 @@ def test_cancel_queued_and_running_and_retry(factory: sessionmaker[Session]) -> 
         ids = seed_inputs(s)
         queued = new_job(s, ids)
         running = new_job(s, ids)
-        assert jobs.claim_job(s, running, "w") == 1
+        assert claim_job(s, running, "w") == 1
         assert jobs.cancel_job(s, queued).status == "canceled"
         assert jobs.cancel_job(s, queued).status == "canceled"  # idempotent
         assert jobs.cancel_job(s, running).status == "canceled"
         # the running attempt learns it at its next heartbeat and cannot finish
         assert not jobs.heartbeat(s, running, 1, 0.3)
-        assert not jobs.still_owner(s, running, 1)
+        assert not still_owner(s, running, 1)
         assert not jobs.finish_success(s, running, 1, [spec()])
         with pytest.raises(NotFoundError):
             jobs.cancel_job(s, "0" * 32)
         # ops retry: failed -> queued, attempt kept (old runs stay fenced), budget extended
         failing = new_job(s, ids, max_attempts=1)
-        assert jobs.claim_job(s, failing, "w") == 1
+        assert claim_job(s, failing, "w") == 1
         assert jobs.finish_failure(s, failing, 1, "storage_unavailable", "down")
         with pytest.raises(ConflictError):
             jobs.retry_job(s, running)
         job = jobs.retry_job(s, failing, extra_attempts=2)
         assert (job.status, job.attempt, job.max_attempts, job.error_code) == ("queued", 1, 3, None)
-        assert jobs.claim_job(s, failing, "w") == 2
+        assert claim_job(s, failing, "w") == 2
         assert not jobs.finish_success(s, failing, 1, [spec()])
         s.commit()
 
@@ -181,7 +196,7 @@ def _prepare_reaper_rows(factory: sessionmaker[Session]) -> dict[str, str]:
             "done": new_job(s, ids),
         }
         for key in ("stale_retry", "stale_last", "fresh", "done"):
-            assert jobs.claim_job(s, rows[key], "w", now=T0) == 1
+            assert claim_job(s, rows[key], "w", now=T0) == 1
         assert jobs.heartbeat(s, rows["fresh"], 1, now=T0 + timedelta(seconds=95))
         assert jobs.finish_success(s, rows["done"], 1, [], now=T0)
         jobs.mark_published(s, rows["published_recently"], now=T0 + timedelta(seconds=90))
@@ -194,7 +209,7 @@ def _prepare_reaper_rows(factory: sessionmaker[Session]) -> dict[str, str]:
 
 
 def _check_reaped(factory: sessionmaker[Session], rows: dict[str, str],
-                  reports: list[jobs.ReapReport]) -> None:
+                  reports: list[reaping.ReapReport]) -> None:
     with factory() as s:
         st_ = {k: state(s, v) for k, v in rows.items()}
         assert st_["stale_retry"].status == "queued"
@@ -217,28 +232,28 @@ def _check_reaped(factory: sessionmaker[Session], rows: dict[str, str],
 def test_reap_single_pass(factory: sessionmaker[Session]) -> None:
     rows = _prepare_reaper_rows(factory)
     with factory() as s:
-        report = jobs.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
+        report = reaping.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
                            republish_after_s=60)
         s.commit()
     _check_reaped(factory, rows, [report])
     # a second pass right after finds nothing to do
     with factory() as s:
-        again = jobs.reap(s, now=T0 + timedelta(seconds=101), stale_after_s=30,
+        again = reaping.reap(s, now=T0 + timedelta(seconds=101), stale_after_s=30,
                           republish_after_s=60)
-    assert again == jobs.ReapReport()
+    assert again == reaping.ReapReport()
 
 
 def test_reap_twice_concurrently_same_result_as_once(factory: sessionmaker[Session]) -> None:
     rows = _prepare_reaper_rows(factory)
     barrier = threading.Barrier(2)
-    reports: list[jobs.ReapReport] = []
+    reports: list[reaping.ReapReport] = []
     errors: list[BaseException] = []
 
     def one() -> None:
         try:
             with factory() as s:
                 barrier.wait()
-                reports.append(jobs.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
+                reports.append(reaping.reap(s, now=T0 + timedelta(seconds=100), stale_after_s=30,
                                          republish_after_s=60))
                 s.commit()
         except BaseException as exc:  # surfaced below
@@ -265,7 +280,7 @@ def test_reap_backs_off_republishing_a_waiting_message(factory: sessionmaker[Ses
     sent_at: list[int] = []
     for k in range(1, 181):  # the reaper every 10 s for 30 minutes
         with factory() as s:
-            rep = jobs.reap(s, now=T0 + timedelta(seconds=10 * k), stale_after_s=30,
+            rep = reaping.reap(s, now=T0 + timedelta(seconds=10 * k), stale_after_s=30,
                             republish_after_s=30)
             s.commit()
         sent_at += [10 * k for j, _ in rep.republish if j == job_id]
@@ -276,7 +291,7 @@ def test_reap_backs_off_republishing_a_waiting_message(factory: sessionmaker[Ses
 
 
 def test_republish_delay_doubles_and_is_capped() -> None:
-    assert [jobs.republish_delay_s(n, 30) for n in range(0, 10)] == [
+    assert [reaping.republish_delay_s(n, 30) for n in range(0, 10)] == [
         30, 30, 60, 120, 240, 480, 960, 1920, 1920, 1920]
 
 
@@ -289,18 +304,18 @@ def test_unpublished_and_requeued_jobs_keep_the_short_delay(factory: sessionmake
         stale = new_job(s, ids)
         for _ in range(5):
             jobs.mark_published(s, stale, now=T0)
-        assert jobs.claim_job(s, stale, "w", now=T0) == 1
+        assert claim_job(s, stale, "w", now=T0) == 1
         s.commit()
     with factory() as s:
-        rep = jobs.reap(s, now=T0 + timedelta(seconds=40), stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=T0 + timedelta(seconds=40), stale_after_s=30, republish_after_s=30)
         s.commit()
         assert sorted(j for j, _ in rep.republish) == sorted([never, stale])
         assert (state(s, never).publish_count, state(s, stale).publish_count) == (1, 1)
     with factory() as s:  # both now wait the base interval (30 s) for their next re-send
-        rep = jobs.reap(s, now=T0 + timedelta(seconds=71), stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=T0 + timedelta(seconds=71), stale_after_s=30, republish_after_s=30)
         s.commit()
         assert sorted(j for j, _ in rep.republish) == sorted([never, stale])
-        assert jobs.claim_job(s, stale, "w", now=T0 + timedelta(seconds=72)) == 2
+        assert claim_job(s, stale, "w", now=T0 + timedelta(seconds=72)) == 2
         assert jobs.finish_failure(s, stale, 2, "boom", "x", now=T0 + timedelta(seconds=72))
         job = jobs.retry_job(s, stale)
         s.commit()
@@ -314,7 +329,7 @@ def test_unmark_published_hands_a_failed_republish_back(factory: sessionmaker[Se
         s.commit()
     at = T0 + timedelta(seconds=40)
     with factory() as s:
-        rep = jobs.reap(s, now=at, stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=at, stale_after_s=30, republish_after_s=30)
         s.commit()
     assert [j for j, _ in rep.republish] == [job_id] and rep.at == at
     with factory() as s:
@@ -323,7 +338,7 @@ def test_unmark_published_hands_a_failed_republish_back(factory: sessionmaker[Se
         s.commit()
         assert (state(s, job_id).published_at, state(s, job_id).publish_count) == (None, 1)
     with factory() as s:  # unpublished again: the very next pass sends it, no backoff
-        rep = jobs.reap(s, now=at + timedelta(seconds=1), stale_after_s=30, republish_after_s=30)
+        rep = reaping.reap(s, now=at + timedelta(seconds=1), stale_after_s=30, republish_after_s=30)
         s.commit()
     assert [j for j, _ in rep.republish] == [job_id]
 
@@ -337,9 +352,9 @@ def test_reap_webhooks_first_publish_and_overdue_retries(factory: sessionmaker[S
         made = {}
         for name in ("fresh", "first_lost", "retry_due_soon", "retry_lost", "delivered"):
             job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
-            assert jobs.claim_job(s, job_id, "w", now=T0) == 1
+            assert claim_job(s, job_id, "w", now=T0) == 1
             assert jobs.finish_success(s, job_id, 1, [], now=T0)
-            (made[name],) = jobs.pending_deliveries(s, job_id)
+            (made[name],) = outbox.pending_deliveries(s, job_id)
         rows = {k: s.get(WebhookDelivery, v) for k, v in made.items()}
         for r in rows.values():
             r.created_at = T0  # type: ignore[union-attr]
@@ -353,7 +368,7 @@ def test_reap_webhooks_first_publish_and_overdue_retries(factory: sessionmaker[S
 
     def reap_at(seconds: int) -> list[str]:
         with factory() as s:
-            out = jobs.reap_webhooks(s, now=T0 + timedelta(seconds=seconds),
+            out = outbox.reap_webhooks(s, now=T0 + timedelta(seconds=seconds),
                                      first_publish_after_s=30, overdue_grace_s=30)
             s.commit()
         return sorted(out)
@@ -372,9 +387,9 @@ def test_reap_webhooks_twice_concurrently_claims_each_once(
         made = []
         for _ in range(4):
             job_id = new_job(s, ids, webhook_url="https://example.invalid/hook")
-            assert jobs.claim_job(s, job_id, "w", now=T0) == 1
+            assert claim_job(s, job_id, "w", now=T0) == 1
             assert jobs.finish_failure(s, job_id, 1, "boom", "x", now=T0)
-            (d,) = jobs.pending_deliveries(s, job_id)
+            (d,) = outbox.pending_deliveries(s, job_id)
             s.get(WebhookDelivery, d).next_attempt_at = T0  # type: ignore[union-attr]
             made.append(d)
         s.commit()
@@ -386,7 +401,7 @@ def test_reap_webhooks_twice_concurrently_claims_each_once(
         try:
             with factory() as s:
                 barrier.wait()
-                claimed.extend(jobs.reap_webhooks(s, now=T0 + timedelta(seconds=100)))
+                claimed.extend(outbox.reap_webhooks(s, now=T0 + timedelta(seconds=100)))
                 s.commit()
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -406,14 +421,14 @@ def test_queue_stats(factory: sessionmaker[Session]) -> None:
         new_job(s, ids, created=T0)
         new_job(s, ids, created=T0 + timedelta(seconds=30))
         r = new_job(s, ids)
-        jobs.claim_job(s, r, "w", now=T0 + timedelta(seconds=40))
+        claim_job(s, r, "w", now=T0 + timedelta(seconds=40))
         s.commit()
-        stats = jobs.queue_stats(s, now=T0 + timedelta(seconds=100))
-    assert stats["counts"] == {"queued": 2, "running": 1, "succeeded": 0, "failed": 0,
+        got = stats.queue_stats(s, now=T0 + timedelta(seconds=100))
+    assert got["counts"] == {"queued": 2, "running": 1, "succeeded": 0, "failed": 0,
                                "canceled": 0}
-    assert stats["by_queue"]["cpu"]["queued"] == 2
-    assert stats["oldest_queued_age_s"] == pytest.approx(100)
-    assert stats["oldest_running_age_s"] == pytest.approx(60)
+    assert got["by_queue"]["cpu"]["queued"] == 2
+    assert got["oldest_queued_age_s"] == pytest.approx(100)
+    assert got["oldest_running_age_s"] == pytest.approx(60)
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,14 +437,14 @@ def test_queue_stats(factory: sessionmaker[Session]) -> None:
 
 def test_derive_seed_is_a_pure_function_of_job_and_index() -> None:
     a, b = uuid.uuid4().hex, uuid.uuid4().hex
-    assert jobs.derive_seed(a, 0) == jobs.derive_seed(a, 0)
-    assert jobs.derive_seed(a, 0) != jobs.derive_seed(a, 1)
-    assert jobs.derive_seed(a, 0) != jobs.derive_seed(b, 0)
-    assert all(0 <= jobs.derive_seed(a, i) < 2**31 for i in range(64))
-    assert jobs.job_seeds(a, 3) == tuple(jobs.derive_seed(a, i) for i in range(3))
-    assert jobs.job_seeds(a, 2, seed=41) == (41, 42)
+    assert derive_seed(a, 0) == derive_seed(a, 0)
+    assert derive_seed(a, 0) != derive_seed(a, 1)
+    assert derive_seed(a, 0) != derive_seed(b, 0)
+    assert all(0 <= derive_seed(a, i) < 2**31 for i in range(64))
+    assert job_seeds(a, 3) == tuple(derive_seed(a, i) for i in range(3))
+    assert job_seeds(a, 2, seed=41) == (41, 42)
     # a known value pins the derivation: changing it would change every stored result
-    assert jobs.derive_seed("0" * 32, 0) == 1280580646
+    assert derive_seed("0" * 32, 0) == 1280580646
 
 
 # ---------------------------------------------------------------------------------------
@@ -507,7 +522,7 @@ class JobMachine(RuleBasedStateMachine):
 
     @rule()
     def reap(self) -> None:
-        jobs.reap(self.session, now=self.now, stale_after_s=30, republish_after_s=30)
+        reaping.reap(self.session, now=self.now, stale_after_s=30, republish_after_s=30)
         self.session.commit()
 
     @precondition(lambda self: self.jobs)

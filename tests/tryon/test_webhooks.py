@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from tryon.backoff import backoff_s
 from tryon.config import Settings
 from tryon.errors import ConfigError, InvalidInputError
 from tryon.webhooks import (
     PURPOSE_RESULT_URL,
     PURPOSE_WEBHOOK,
     WebhookVerificationError,
-    backoff_s,
     derive_key,
     load_master_secret,
     load_or_create_secret,

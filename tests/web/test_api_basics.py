@@ -115,6 +115,8 @@ def test_preflight_verdict_when_no_category_usable(ctx: Ctx, code: str) -> None:
 def test_partial_verdicts_are_stored_and_preview(ctx: Ctx) -> None:
     ctx.analyzer.verdicts = {**ctx.analyzer.verdicts, "lower_body": "pose_not_usable",
                              "dress": "pose_not_usable"}
+    ctx.analyzer.details = {"lower_body": {"missing": ["left_knee"], "reason": "missing_landmarks",
+                                           "category": "lower_body"}}
     r = _upload_photo(ctx, jpeg_bytes())
     assert r.status_code == 201
     body = r.get_json()
@@ -127,6 +129,11 @@ def test_partial_verdicts_are_stored_and_preview(ctx: Ctx) -> None:
         assert im.size == (body["width"], body["height"])
     r = ctx.client.get(f"/v1/photos/{pid}/placement?category=lower_body", headers=ctx.h("shopper_a"))
     _assert_error(r, 422, "pose_not_usable")
+    # the analysis's message and details come back on every later refusal
+    err = r.get_json()["error"]
+    assert err["message"] == "fake verdict pose_not_usable"
+    assert err["details"] == {"missing": ["left_knee"], "reason": "missing_landmarks",
+                              "category": "lower_body"}
     r = ctx.client.get(f"/v1/photos/{pid}/placement?category=hat", headers=ctx.h("shopper_a"))
     _assert_error(r, 422, "invalid_input")
 
@@ -314,6 +321,9 @@ def test_openapi_covers_every_route(ctx: Ctx) -> None:
     skip = {"openapi.spec", "openapi.docs", "openapi.swagger_ui_oauth_redirect"}
     for rule in ctx.app.url_map.iter_rules():
         if rule.endpoint in skip:
+            continue
+        if rule.endpoint.startswith("pages."):  # the HTML pages are not API (docs/pages.md)
+            assert not any(p == rule.rule or p.startswith(rule.rule + "/") for p in paths), rule
             continue
         path = rule.rule
         for conv in ("int:", "path:"):

@@ -100,10 +100,117 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
 OWNERS = {"shopper": "shopper_a", "merchant": "merchant_x"}
 
 
+# --- the server-rendered pages: the same principals, signed in with a session cookie ---------
+def _page_get(path: str) -> Builder:
+    return lambda ctx, who, o: (path.format(**o), {"method": "GET"})
+
+
+def _page_post(path: str, **form: Any) -> Builder:
+    return lambda ctx, who, o: (path.format(**o), {"method": "POST", "data": dict(form)})
+
+
+def _page_photo_upload(ctx: Ctx, who: str, o: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    data = {"image": (io.BytesIO(jpeg_bytes()), "me.jpg"), "consent": "yes"}
+    return "/me/photos", {"method": "POST", "data": data, "content_type": "multipart/form-data"}
+
+
+def _page_garment_upload(ctx: Ctx, who: str, o: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    data = {"image": (io.BytesIO(garment_png()), "g.png"), "category": "upper_body",
+            "length": "regular", "name": "Shirt", "sku": "S-1"}
+    return "/shop/garments/new", {"method": "POST", "data": data,
+                                  "content_type": "multipart/form-data"}
+
+
+def _with_pending(method: str, path: str, **form: Any) -> Builder:
+    """A merchant first uploads a garment (its mask waits for approval in the session)."""
+
+    def build(ctx: Ctx, who: str, o: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        if who.startswith("merchant"):
+            upath, kwargs = _page_garment_upload(ctx, who, o)
+            client = ctx.page_clients[who]  # type: ignore[attr-defined]
+            kwargs["data"]["csrf_token"] = page_csrf(client)
+            kwargs.pop("method")
+            assert client.post(upath, **kwargs).status_code == 302
+        return path, {"method": method, "data": dict(form)} if form else {"method": method}
+
+    return build
+
+
+def _page_start(ctx: Ctx, who: str, o: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    photo = ctx.add_photo(who) if who.startswith("shopper") else o["photo"]
+    return "/me/tryons", {"method": "POST", "data": {"photo_id": photo,
+                                                     "garment_id": o["garment"]}}
+
+
+def _page_sign_in(ctx: Ctx, who: str, o: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    return "/sign-in", {"method": "POST",
+                        "data": {"api_key": ctx.keys.get(who, ctx.keys["shopper_a"])}}
+
+
+PAGE_MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
+    ("pages.static", "GET"): ("public", _page_get("/static/app.css")),
+    ("pages.swagger_asset", "GET"): ("public", _page_get("/static/swagger-ui/swagger-ui.css")),
+    ("pages.index", "GET"): ("public", _page_get("/")),
+    ("pages.sign_in_form", "GET"): ("public", _page_get("/sign-in")),
+    ("pages.sign_in", "POST"): ("public", _page_sign_in),
+    ("pages.sign_out", "POST"): ("public", _page_post("/sign-out")),
+    # shopper
+    ("pages.my_photos", "GET"): ("role:shopper", _page_get("/me/photos")),
+    ("pages.upload_my_photo", "POST"): ("role:shopper", _page_photo_upload),
+    ("pages.my_photo", "GET"): ("owner:shopper", _page_get("/me/photos/{photo}")),
+    ("pages.my_photo_image", "GET"): ("owner:shopper", _page_get("/me/photos/{photo}/image")),
+    ("pages.my_photo_placement", "GET"): (
+        "owner:shopper", _page_get("/me/photos/{photo}/placement/upper_body.png")),
+    ("pages.delete_my_photo", "POST"): ("owner:shopper", _page_post("/me/photos/{photo}/delete")),
+    ("pages.catalog", "GET"): ("role:shopper", _page_get("/catalog")),
+    ("pages.garment_image", "GET"): ("catalog", _page_get("/catalog/{garment}/image")),
+    ("pages.start_my_tryon", "POST"): ("role:shopper", _page_start),
+    ("pages.my_tryons", "GET"): ("role:shopper", _page_get("/me/tryons")),
+    ("pages.my_tryon", "GET"): ("owner:shopper", _page_get("/me/tryons/{job}")),
+    ("pages.my_tryon_status", "GET"): ("owner:shopper", _page_get("/me/tryons/{job}/status.json")),
+    ("pages.my_result", "GET"): ("owner:shopper", _page_get("/me/tryons/{job}/results/0.png")),
+    ("pages.cancel_my_tryon", "POST"): ("owner:shopper", _page_post("/me/tryons/{queued}/cancel")),
+    ("pages.erase_form", "GET"): ("role:shopper", _page_get("/me/erase")),
+    ("pages.erase_me", "POST"): ("role:shopper", _page_post("/me/erase", confirm="ERASE")),
+    # merchant
+    ("pages.shop_garments", "GET"): ("role:merchant", _page_get("/shop/garments")),
+    ("pages.new_garment", "GET"): ("role:merchant", _page_get("/shop/garments/new")),
+    ("pages.upload_garment", "POST"): ("role:merchant", _page_garment_upload),
+    ("pages.review_garment", "GET"): ("role:merchant", _with_pending("GET", "/shop/garments/review")),
+    ("pages.pending_image", "GET"): (
+        "role:merchant", _with_pending("GET", "/shop/garments/review/cutout.png")),
+    ("pages.approve_garment", "POST"): (
+        "role:merchant", _with_pending("POST", "/shop/garments/review", decision="approve")),
+    ("pages.shop_garment", "GET"): ("owner:merchant", _page_get("/shop/garments/{garment}")),
+    ("pages.edit_garment", "POST"): ("owner:merchant", _page_post(
+        "/shop/garments/{garment}", name="New name", category="upper_body", length="long")),
+    ("pages.remove_garment", "POST"): (
+        "owner:merchant", _page_post("/shop/garments/{garment}/delete")),
+    ("pages.garment_cutout", "GET"): (
+        "owner:merchant", _page_get("/shop/garments/{garment}/cutout.png")),
+    ("pages.garment_sample", "GET"): (
+        "owner:merchant", _page_get("/shop/garments/{garment}/sample.png")),
+    # ops
+    ("pages.ops_home", "GET"): ("role:ops", _page_get("/ops")),
+    ("pages.ops_jobs", "GET"): ("role:ops", _page_get("/ops/jobs?status=failed")),
+    ("pages.ops_job", "GET"): ("role:ops", _page_get("/ops/jobs/{job}")),
+    ("pages.ops_retry", "POST"): ("role:ops", _page_post("/ops/jobs/{failed}/retry")),
+    ("pages.ops_cancel", "POST"): ("role:ops", _page_post("/ops/jobs/{queued}/cancel")),
+    ("pages.ops_webhooks", "GET"): ("role:ops", _page_get("/ops/webhooks")),
+}
+#: page lists that must never show another principal's objects
+PAGE_LISTS = {"pages.my_photos": "shopper", "pages.my_tryons": "shopper",
+              "pages.shop_garments": "merchant"}
+
+
 def expected(kind: str, who: str) -> str:
     """'2xx', '401' or '404'."""
     if kind == "public":
         return "2xx"
+    if kind == "catalog":  # any live garment for shoppers, merchants only their own
+        if who == "anon":
+            return "401"
+        return "2xx" if who.startswith("shopper") or who == OWNERS["merchant"] else "404"
     if who == "anon":
         return "401"
     scope, role = kind.split(":")
@@ -119,8 +226,8 @@ def _routes(app: Any) -> set[tuple[str, str]]:
 
 def test_every_route_has_a_matrix_entry(ctx: Ctx) -> None:
     routes = _routes(ctx.app)
-    missing = routes - MATRIX.keys()
-    stale = MATRIX.keys() - routes
+    missing = routes - MATRIX.keys() - PAGE_MATRIX.keys()
+    stale = (MATRIX.keys() | PAGE_MATRIX.keys()) - routes
     assert not missing, f"routes without an authorization matrix entry: {sorted(missing)}"
     assert not stale, f"matrix entries for routes that no longer exist: {sorted(stale)}"
 
@@ -180,3 +287,70 @@ def test_revoked_and_expired_keys_get_401(ctx: Ctx) -> None:
     with ctx.factory() as s:
         for row in s.query(ApiKey):
             assert row.key_hash != live.plaintext and live.plaintext not in row.prefix + row.key_hash
+
+
+def page_csrf(client: Any) -> str:
+    """The CSRF token of ``client``'s session (a page sets it when it renders a form)."""
+    import re
+
+    html = client.get("/sign-in").get_data(as_text=True)
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, html[:300]
+    return m.group(1)
+
+
+def page_client(ctx: Ctx, who: str) -> Any:
+    """A browser-like client: anonymous (with a CSRF token) or signed in as ``who``."""
+    client = ctx.app.test_client()
+    token = page_csrf(client)
+    if who != "anon":
+        r = client.post("/sign-in", data={"api_key": ctx.keys[who], "csrf_token": token})
+        assert r.status_code == 302, r.get_data(as_text=True)[:300]
+    return client
+
+
+@pytest.mark.parametrize("route", sorted(PAGE_MATRIX), ids=lambda r: f"{r[1]} {r[0]}")
+def test_page_matrix(ctx: Ctx, route: tuple[str, str]) -> None:
+    """Pages get the API's treatment: other principals' objects and other roles' pages answer
+    404, anonymous visitors are sent to sign in (GET) or refused with 401."""
+    kind, build = PAGE_MATRIX[route]
+    objs = _objects(ctx)
+    ctx.page_clients = {who: page_client(ctx, who) for who in PRINCIPALS}  # type: ignore[attr-defined]
+    order = sorted(PRINCIPALS, key=lambda w: w in OWNERS.values())
+    failures = []
+    for who in order:
+        client = ctx.page_clients[who]  # type: ignore[attr-defined]
+        path, kwargs = build(ctx, who, objs)
+        method = kwargs.pop("method")
+        if method == "POST":
+            kwargs.setdefault("data", {})["csrf_token"] = page_csrf(client)
+        resp = client.open(path, method=method, **kwargs)
+        want, got = expected(kind, who), resp.status_code
+        location = resp.headers.get("Location", "")
+        if want == "2xx":
+            ok = 200 <= got < 400 and not location.startswith("/sign-in?")
+        elif want == "401" and method == "GET" and not path.endswith(".json"):
+            ok = got == 302 and location.startswith("/sign-in?next=")  # sent to sign in
+        else:
+            ok = got == int(want)
+            if ok and want == "404" and resp.mimetype == "text/html":
+                assert 'data-error-code="' in resp.get_data(as_text=True)
+                assert "not_found" in resp.get_data(as_text=True)
+        if not ok:
+            failures.append((who, method, path, got, want, location,
+                             resp.get_data(as_text=True)[:200]))
+        if route[0] in PAGE_LISTS and got == 200 and who != OWNERS[PAGE_LISTS[route[0]]]:
+            text = resp.get_data(as_text=True)
+            for name in ("photo", "job", "queued", "failed", "garment"):
+                assert objs[name] not in text, (who, route, name)
+    assert not failures, failures
+
+
+def test_page_post_without_csrf_token_is_refused(ctx: Ctx) -> None:
+    client = page_client(ctx, "shopper_a")
+    photo = ctx.add_photo("shopper_a")
+    r = client.post(f"/me/photos/{photo}/delete", data={})
+    assert r.status_code == 400 and 'data-error-code="csrf_failed"' in r.get_data(as_text=True)
+    r = client.post(f"/me/photos/{photo}/delete", data={"csrf_token": "x" * 43})
+    assert r.status_code == 400
+    assert client.get(f"/me/photos/{photo}").status_code == 200  # still there

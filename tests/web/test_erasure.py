@@ -181,3 +181,34 @@ def test_purged_results_show_results_expired(ctx: Ctx) -> None:
     assert ctx.client.get(url).status_code == 404
     assert ctx.client.get(f"/v1/tryons/{job}/results/0",
                           headers=ctx.h("shopper_a")).status_code == 404
+
+
+def test_photo_delete_removes_objects_before_rows(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One deletion path (tryon.records.erasure.delete_photos): a storage failure leaves the
+    photo and its results as they were, so the shopper can repeat the delete; before, the rows
+    were committed first and the objects were orphaned under a "deleted" photo."""
+    from tryon.errors import StorageUnavailableError
+    from tryon.records.models import Photo, TryOnResult
+
+    photo, garment = ctx.add_photo("shopper_a"), ctx.add_garment("merchant_x")
+    job = ctx.add_job("shopper_a", photo, garment)
+    real = ctx.storage.delete
+
+    def down(key: str) -> None:
+        raise StorageUnavailableError()
+
+    monkeypatch.setattr(ctx.storage, "delete", down)
+    r = ctx.client.delete(f"/v1/photos/{photo}", headers=ctx.h("shopper_a"))
+    assert r.status_code == 503
+    with ctx.factory() as s:
+        p = s.get(Photo, photo)
+        assert p.deleted_at is None and ctx.storage.exists(p.image_key)
+        assert s.query(TryOnResult).filter_by(job_id=job).count() == 1
+    monkeypatch.setattr(ctx.storage, "delete", real)
+    assert ctx.client.delete(f"/v1/photos/{photo}", headers=ctx.h("shopper_a")).status_code == 204
+    with ctx.factory() as s:
+        p = s.get(Photo, photo)
+        assert p.deleted_at is not None and not ctx.storage.exists(p.image_key)
+        assert s.query(TryOnResult).filter_by(job_id=job).count() == 0
+    got = ctx.client.get(f"/v1/tryons/{job}", headers=ctx.h("shopper_a")).get_json()
+    assert got["results"] == [] and got["results_expired"] is True

@@ -63,8 +63,26 @@ gb = io.BytesIO(); Image.fromarray(g).save(gb, "PNG")
 gr = client.post("/v1/garments", headers={"Authorization": f"Bearer {mkey}"},
                  content_type="multipart/form-data",
                  data={"image": (io.BytesIO(gb.getvalue()), "g.png"), "category": "upper_body"})
+# the pages too: a merchant's garment page (its sample placement analyses the demo person in
+# the pool) and a shopper's photo page with its placement overlay
+import re
+pages = []
+def signed_in(k):
+    c = app.test_client()
+    tok = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/sign-in").get_data(as_text=True))
+    c.post("/sign-in", data={"api_key": k, "csrf_token": tok.group(1)})
+    return c
+if gr.status_code == 201:
+    mc = signed_in(mkey)
+    gid = gr.get_json()["id"]
+    pages += [mc.get(f"/shop/garments/{gid}").status_code,
+              mc.get(f"/shop/garments/{gid}/sample.png").status_code]
+if r.status_code == 201:
+    sc = signed_in(key)
+    pages += [sc.get(f"/me/photos/{photo['id']}").status_code,
+              sc.get(f"/me/photos/{photo['id']}/placement/upper_body.png").status_code]
 app.extensions["tryon"].analyzer.shutdown()
-print(json.dumps({"after_create": after_create, "after_upload": [m for m in BANNED if m in sys.modules],
+print(json.dumps({"pages": pages, "after_create": after_create, "after_upload": [m for m in BANNED if m in sys.modules],
                   "status": r.status_code, "photo": photo, "preview": preview,
                   "garment": gr.status_code, "person_mask": person_mask}))
 """
@@ -88,5 +106,6 @@ def test_web_never_imports_heavy_modules_with_real_pool(tmp_path: Path) -> None:
     assert 0 <= x1 < x2 <= photo["width"] and 0 <= y1 < y2 <= photo["height"]
     assert out["preview"] == [200, "image/png"]
     assert out["garment"] == 201
+    assert out["pages"] == [200, 200, 200, 200], out["pages"]
     # the pool's segmentation was stored for shape-aware target masks
     assert out["person_mask"] is True

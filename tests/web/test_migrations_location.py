@@ -32,4 +32,5 @@ def test_docker_image_keeps_the_migrations_next_to_the_code() -> None:
     and the compose `migrate` service (and so every service after it) would fail."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "COPY migrations ./migrations" in dockerfile
-    assert re.search(r"pip install -e \.", dockerfile)
+    # every image target (api, worker-cpu, worker-gpu) installs the project editable
+    assert len(re.findall(r'pip install -e "?\.', dockerfile)) == 3

@@ -50,6 +50,8 @@ class FakeAnalyzer:
 
     def __init__(self) -> None:
         self.verdicts: dict[str, str | None] = {c.value: None for c in Category}
+        #: extra error details per category (e.g. ``missing``, ``reason``)
+        self.details: dict[str, dict[str, Any]] = {}
         self.calls = 0
 
     def __call__(self, image_bytes: bytes, categories: Any = None) -> dict[str, Any]:
@@ -64,7 +66,10 @@ class FakeAnalyzer:
         return {
             "image_size": [w, h], "pose": None, "person_mask_coverage": 0.3, "people": 1,
             "placements": placements, "verdicts": dict(self.verdicts),
-            "details": {c: {"message": f"fake verdict {v}"} for c, v in self.verdicts.items() if v},
+            "details": {
+                c: {"message": f"fake verdict {v}", **self.details.get(c, {})}
+                for c, v in self.verdicts.items() if v
+            },
         }
 
 
@@ -152,7 +157,9 @@ def make_ctx(tmp_path: Path, database_url: str = "", settings_kw: dict[str, Any]
     analyzer = FakeAnalyzer()
     config: dict[str, Any] = {"TESTING": True, "TRYON_PUBLISHER": publisher,
                               "TRYON_PHOTO_ANALYZER": analyzer, "TRYON_SESSION_FACTORY": factory,
-                              "TRYON_BROKER_PROBE": lambda: None}
+                              "TRYON_BROKER_PROBE": lambda: None,
+                              # a live worker serving preview (the registry is tested on its own)
+                              "TRYON_ENGINE_DIRECTORY": lambda session: {"preview": True}}
     config.update(overrides)
     app = create_app(settings, **config)
     ctx = Ctx(app, app.test_client(), settings, factory, publisher, analyzer)

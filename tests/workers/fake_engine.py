@@ -29,6 +29,11 @@ class FakeEngine:
         self.settings = settings
         # proves lazy loading: the engine is built in the pool child, never the parent
         self.pid = os.getpid()
+        self.loaded = False
+
+    def load(self) -> None:
+        """Called by the worker right after the fork (workers.presence), before any job."""
+        self.loaded = True
 
     def render(self, request: RenderRequest, *, callback=None, should_cancel=None) -> RenderOutput:  # type: ignore[no-untyped-def]
         ctx = CURRENT_JOB.get()
@@ -62,7 +67,7 @@ class FakeEngine:
         if opts.get("save_stall_s") and attempt == 1:
             images = _StallAfterFirst(images, float(opts["save_stall_s"]))
         return RenderOutput(images=images, seeds=list(request.params.seeds),
-                            record={"engine": "fake", "pid": self.pid})
+                            record={"engine": "fake", "pid": self.pid, "loaded": self.loaded})
 
 
 class _StallAfterFirst(list):  # type: ignore[type-arg]

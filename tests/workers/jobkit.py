@@ -4,6 +4,7 @@ photo with a placement and a garment with a mask, with real images in storage.""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tryon.images import encode_png
 from tryon.records import jobs
-from tryon.records.models import Account, Garment, Photo
+from tryon.records.models import Account, Garment, Photo, TryOnJob
 from tryon.storage import new_key
 
 
@@ -50,3 +51,17 @@ def add_job(session: Session, ids: dict[str, str], *, engine: str = "fake", queu
                           params={"num_samples": 1, "steps": 4, **(params or {})},
                           max_attempts=max_attempts, webhook_url=webhook_url)
     return job.id
+
+
+def claim_job(session: Session, job_id: str, worker_id: str, now: datetime | None = None, *,
+              stale_after_s: float | None = None) -> int | None:
+    """:func:`jobs.try_claim` reduced to the fencing token (``None`` when not claimed)."""
+    claim = jobs.try_claim(session, job_id, worker_id, now=now, stale_after_s=stale_after_s)
+    return claim.attempt if claim.outcome is jobs.ClaimOutcome.CLAIMED else None
+
+
+def still_owner(session: Session, job_id: str, attempt: int) -> bool:
+    """True while attempt ``attempt`` owns the running job and no cancel was requested."""
+    row = session.get(TryOnJob, job_id, populate_existing=True)
+    return bool(row is not None and row.status == jobs.RUNNING and row.attempt == attempt
+                and not row.cancel_requested)

@@ -11,11 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from jobkit import add_job, seed_inputs
+from jobkit import add_job, claim_job, seed_inputs
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
-from tryon.records import jobs
+from tryon.records import jobs, outbox
 from tryon.records.models import TryOnJob, WebhookDelivery
 from tryon.storage import LocalStorage
 from workers.reaper import Reaper
@@ -100,9 +100,9 @@ def test_lost_webhook_retry_is_republished_once_overdue(settings, factory, ids) 
     with factory() as s:
         job_id = add_job(s, ids, webhook_url="https://example.invalid/hook")
         s.commit()
-        assert jobs.claim_job(s, job_id, "w") == 1
+        assert claim_job(s, job_id, "w") == 1
         assert jobs.finish_success(s, job_id, 1, [])
-        (delivery_id,) = jobs.pending_deliveries(s, job_id)
+        (delivery_id,) = outbox.pending_deliveries(s, job_id)
         now = jobs.db_now(s)
         d = s.get(WebhookDelivery, delivery_id)
         assert d is not None

@@ -13,23 +13,24 @@ from typing import Any
 
 import pytest
 from fake_engine import FakeEngine
-from jobkit import add_job, seed_inputs
+from jobkit import add_job, claim_job, seed_inputs
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tryon.config import Settings
+from tryon.engines.request import job_seeds
 from tryon.errors import StorageUnavailableError
-from tryon.records import jobs
+from tryon.records import jobs, outbox
 from tryon.records.models import Garment, Photo, TryOnJob, TryOnResult, WebhookDelivery
 from tryon.storage import LocalStorage
 from tryon.webhooks import verify
+from workers.failures import unexpected_error_message
 from workers.runner import (
     BusyError,
     JobRunner,
     default_worker_id,
-    deliver_webhook,
-    unexpected_error_message,
 )
+from workers.webhooks import deliver_webhook
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_success_with_derived_seeds_and_fixed_keys(settings, factory, storage, i
     with factory() as s:
         results = s.execute(select(TryOnResult).where(TryOnResult.job_id == job_id)
                             .order_by(TryOnResult.index)).scalars().all()
-    assert [r.seed for r in results] == list(jobs.job_seeds(job_id, 2))
+    assert [r.seed for r in results] == list(job_seeds(job_id, 2))
     assert [r.storage_key for r in results] == [
         f"results/{ids['owner']}/{job_id}/a1/{i}.png" for i in range(2)]
     assert stored(storage, ids, job_id) == [r.storage_key for r in results]
@@ -123,7 +124,7 @@ def test_success_with_derived_seeds_and_fixed_keys(settings, factory, storage, i
 def test_busy_when_another_run_holds_a_fresh_heartbeat(settings, factory, storage, ids) -> None:  # type: ignore[no-untyped-def]
     job_id = new(factory, ids)
     with factory() as s:
-        assert jobs.claim_job(s, job_id, "other") == 1
+        assert claim_job(s, job_id, "other") == 1
         s.commit()
     runner, _, _ = make_runner(settings, factory, storage)
     with pytest.raises(BusyError):
@@ -232,7 +233,7 @@ def test_soft_time_limit_fails_with_timeout(settings, factory, storage, ids) -> 
     # the hard-limit path (on_failure in the parent) on another job mid-run
     job2 = new(factory, ids)
     with factory() as s:
-        jobs.claim_job(s, job2, "host:101")
+        claim_job(s, job2, "host:101")
         s.commit()
     assert runner.mark_timed_out(job2, "host:101")
     assert (row(factory, job2).status, row(factory, job2).error_code) == ("failed", "timeout")
@@ -246,11 +247,11 @@ def test_hard_limit_of_a_superseded_child_leaves_the_new_attempt_alone(settings,
     job_id = new(factory, ids)
     with factory() as s:
         t0 = jobs.db_now(s)
-        assert jobs.claim_job(s, job_id, "gpu-a:101", now=t0) == 1
+        assert claim_job(s, job_id, "gpu-a:101", now=t0) == 1
         s.commit()
     with factory() as s:
         later = t0 + timedelta(seconds=settings.stale_after_s + 1)
-        assert jobs.claim_job(s, job_id, "gpu-b:202", now=later,
+        assert claim_job(s, job_id, "gpu-b:202", now=later,
                               stale_after_s=settings.stale_after_s) == 2
         s.commit()
     runner, _, notified = make_runner(settings, factory, storage)
@@ -396,7 +397,7 @@ def test_webhook_signed_stable_id_and_retried(settings, factory, storage, ids) -
         runner, _, notified = make_runner(settings, factory, storage)
         assert runner.run(job_id).status == "succeeded"
         with factory() as s:
-            (delivery_id,) = jobs.pending_deliveries(s, job_id)
+            (delivery_id,) = outbox.pending_deliveries(s, job_id)
         with factory() as s:
             before = jobs.db_now(s)
             assert s.get(WebhookDelivery, delivery_id).next_attempt_at is None  # type: ignore[union-attr]
@@ -419,7 +420,7 @@ def test_webhook_signed_stable_id_and_retried(settings, factory, storage, ids) -
         for headers, body in recv.received:
             ids_seen.add(verify(settings.secret_key, headers, body))
             assert json.loads(body)["data"] == {"id": job_id, "status": "succeeded"}
-        assert ids_seen == {jobs.event_id_for(job_id, 1, "succeeded")}
+        assert ids_seen == {outbox.event_id_for(job_id, 1, "succeeded")}
         with factory() as s:
             d = s.get(WebhookDelivery, delivery_id)
             assert (d.status, d.attempt, d.last_status_code) == ("delivered", 2, 200)  # type: ignore[union-attr]
@@ -435,7 +436,7 @@ def test_webhook_dead_letter_after_max_attempts(settings, factory, storage, ids)
         runner, _, _ = make_runner(settings, factory, storage)
         runner.run(job_id)
         with factory() as s:
-            (delivery_id,) = jobs.pending_deliveries(s, job_id)
+            (delivery_id,) = outbox.pending_deliveries(s, job_id)
         outcomes = [deliver_webhook(settings, factory, delivery_id, secret="k").status
                     for _ in range(3)]
         assert outcomes == ["retry", "failed", "skipped"]
@@ -453,8 +454,56 @@ def test_webhook_to_private_address_is_refused_without_insecure_flag(settings, f
         runner, _, _ = make_runner(strict, factory, storage)
         runner.run(job_id)
         with factory() as s:
-            (delivery_id,) = jobs.pending_deliveries(s, job_id)
+            (delivery_id,) = outbox.pending_deliveries(s, job_id)
         assert deliver_webhook(strict, factory, delivery_id, secret="k").status == "failed"
         assert recv.received == []
     finally:
         recv.close()
+
+
+class _DbDownStorage:
+    """Storage whose reads raise a database error carrying SQL, parameters and the host."""
+
+    def __init__(self, inner: LocalStorage) -> None:
+        self.inner = inner
+
+    def get(self, key: str) -> bytes:
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("SELECT api_keys.secret FROM api_keys WHERE id = %(id)s",
+                               {"id": "k-123"}, Exception("could not connect to db.internal:5432"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_failed_job_stores_a_redacted_message_and_logs_the_detail(  # type: ignore[no-untyped-def]
+        settings, factory, storage, ids, caplog) -> None:
+    """Issue 11 item 3: after transient retries run out the job's message is the fixed one of
+    its code; the SQL, parameters and host go to the log with the job id."""
+    from workers.failures import REDACTED_MESSAGES
+
+    job_id = new(factory, ids)
+    runner, _, _ = make_runner(settings, factory, _DbDownStorage(storage), transient_retries=1)
+    with caplog.at_level("WARNING", logger="workers.runner"):
+        out = runner.run(job_id)
+    assert out.error_code == "service_unavailable"
+    job = row(factory, job_id)
+    assert job.error_message == REDACTED_MESSAGES["service_unavailable"]
+    for secret in ("SELECT", "api_keys", "k-123", "db.internal"):
+        assert secret not in (job.error_message or "")
+    detail = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    assert any("db.internal" in m for m in detail), detail
+
+
+def test_missing_input_message_names_no_storage_key(settings, factory, storage, ids) -> None:  # type: ignore[no-untyped-def]
+    from workers.failures import REDACTED_MESSAGES
+
+    job_id = new(factory, ids)
+    with factory() as s:
+        key = s.get(Photo, ids["photo"]).image_key  # type: ignore[union-attr]
+    storage.delete(key)
+    runner, _, _ = make_runner(settings, factory, storage)
+    assert runner.run(job_id).error_code == "inputs_missing"
+    message = row(factory, job_id).error_message or ""
+    assert message == REDACTED_MESSAGES["inputs_missing"] and key not in message

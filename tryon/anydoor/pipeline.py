@@ -29,6 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from numpy.typing import NDArray
 from torch import Tensor
 
+from tryon.anydoor.limits import CONTROL_STRENGTH, CROP_RATIO, EXPAND_RATIO, GUIDANCE, Bound
 from tryon.anydoor.models import AnyDoorComponents
 from tryon.anydoor.preprocess import (
     ReferenceInputs,
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 #: ``callback_on_step_end(step_index, timestep, latents)``; a returned tensor replaces latents
 StepCallback = Callable[[int, int, Tensor], "Tensor | None"]
 
-MAX_GUIDANCE = 30.0  # the reference demo's slider range is 0.1..30
+MAX_GUIDANCE = GUIDANCE.high  # the bounds live in tryon.anydoor.limits (shared with the API)
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,10 @@ class AnyDoorPipeline:
                 f"got {num_inference_steps!r}",
                 argument="num_inference_steps",
             )
-        _check_number("guidance_scale", guidance_scale, low=0.0, high=MAX_GUIDANCE, low_open=True)
-        _check_number("control_strength", control_strength, low=0.0, high=2.0)
-        _check_number("expand_ratio", expand_ratio, low=1.0, high=4.0)
-        _check_number("crop_ratio", crop_ratio, low=1.0, high=4.0)
+        _check_bound("guidance_scale", guidance_scale, GUIDANCE)
+        _check_bound("control_strength", control_strength, CONTROL_STRENGTH)
+        _check_bound("expand_ratio", expand_ratio, EXPAND_RATIO)
+        _check_bound("crop_ratio", crop_ratio, CROP_RATIO)
         if latents is not None:
             want = self.latent_shape(1)
             if tuple(latents.shape) != want:
@@ -599,6 +600,10 @@ def _check_number(
         raise InvalidInputError(
             f"{name} must be in {bracket}{low}, {high}], got {value!r}", argument=name
         )
+
+
+def _check_bound(name: str, value: Any, bound: Bound) -> None:
+    _check_number(name, value, low=bound.low, high=bound.high, low_open=bound.low_open)
 
 
 def _box_mask(box: Box, shape: tuple[int, ...]) -> NDArray[np.uint8]:

@@ -16,7 +16,9 @@ Conventions
   by :func:`bbox_from_mask` have an *inclusive* ``y2``/``x2`` (the reference's quirk: slicing
   with them later drops the last row/column); every other box here is end-exclusive.
 * Randomness only comes from an explicit ``numpy.random.Generator``. With ``rng=None`` and the
-  default ratios everything is deterministic.
+  default ratios everything is deterministic. The training-only filters and augmentations
+  live in :mod:`tryon.anydoor.training.augment` and plug in through the ``augment`` and
+  ``mask_channel`` hooks; box and padding geometry lives in :mod:`tryon.anydoor.geometry`.
 
 Deterministic defaults: reference expand ratio 1.2 (``run_inference.py``; the demo and training
 draw U{1.1, 1.2, 1.3, 1.4}) and crop ratio 2.0 (the reference draws U{1.3, 1.4, ..., 2.9}). Pass
@@ -31,7 +33,7 @@ because the fallback would send the whole picture to the model.
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,21 +41,36 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from tryon.anydoor.geometry import (
+    YYXX,
+    bbox_from_mask,
+    box_in_box,
+    check_binary_mask,
+    check_enough_pixels,
+    check_image,
+    check_ratio,
+    expand_box,
+    pad_centred,
+    pad_to_square,
+    resize,
+    square_box,
+)
 from tryon.errors import InvalidInputError, InvalidMaskError
-
-logger = logging.getLogger(__name__)
 
 PREPROCESS_VERSION: str = "anydoor-pre-1"
 
-#: the reference treats masks with fewer pixels than this as "no mask" (whole-image box)
-MIN_MASK_PIXELS = 10
 #: value of the collage-mask channel in the square padding (demo / training variant)
 PAD_MASK_VALUE = -1.0
 #: ratios the reference draws from: randint(11, 15) / 10 and randint(13, 30) / 10
 REFERENCE_EXPAND_CHOICES = (1.1, 1.2, 1.3, 1.4)
 CROP_RATIO_CHOICES = tuple(k / 10 for k in range(13, 30))
 
-YYXX = tuple[int, int, int, int]
+
+#: training hooks (see :mod:`tryon.anydoor.training.augment`); inference passes None
+ReferenceAugment = Callable[
+    [NDArray[np.uint8], NDArray[np.uint8]], tuple[NDArray[np.uint8], NDArray[np.uint8]]
+]
+MaskChannelHook = Callable[[NDArray[np.uint8], NDArray[np.uint8]], NDArray[np.uint8]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,149 +121,6 @@ class TargetInputs:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_image(name: str, image: Any) -> NDArray[np.uint8]:
-    if not isinstance(image, np.ndarray):
-        raise InvalidInputError(f"{name} must be a numpy array, got {type(image).__name__}.")
-    if image.dtype != np.uint8:
-        raise InvalidInputError(f"{name} must be uint8 RGB, got dtype {image.dtype}.")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidInputError(f"{name} must have shape (H, W, 3), got {image.shape}.")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise InvalidInputError(f"{name} is empty: shape {image.shape}.")
-    return image
-
-
-def _check_binary_mask(name: str, mask: Any, shape: tuple[int, int]) -> NDArray[np.uint8]:
-    """Return ``mask`` as uint8 {0, 1}; raise if it is not a binary (H, W) mask of ``shape``."""
-    if not isinstance(mask, np.ndarray):
-        raise InvalidInputError(f"{name} must be a numpy array, got {type(mask).__name__}.")
-    if mask.ndim != 2:
-        raise InvalidInputError(f"{name} must have shape (H, W), got {mask.shape}.")
-    if mask.shape != shape:
-        raise InvalidMaskError(
-            f"{name} has shape {mask.shape} but the image is {shape}: they must match."
-        )
-    if mask.dtype != np.bool_:
-        if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
-            raise InvalidInputError(f"{name} must be bool or numeric, got dtype {mask.dtype}.")
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise InvalidMaskError(
-                f"{name} must be binary (bool or values in {{0, 1}}), got values in "
-                f"[{mask.min()}, {mask.max()}]; threshold it (e.g. mask > 127) first."
-            )
-    return mask.astype(np.uint8)
-
-
-def _check_enough_pixels(name: str, mask: NDArray[np.uint8]) -> None:
-    n = int(mask.sum())
-    if n == 0:
-        raise InvalidMaskError(f"{name} is empty (no pixel set).")
-    if n < MIN_MASK_PIXELS:
-        raise InvalidMaskError(
-            f"{name} has only {n} pixels; at least {MIN_MASK_PIXELS} are needed "
-            "(the reference would fall back to the whole image)."
-        )
-
-
-def _check_ratio(name: str, value: float, low: float) -> float:
-    if not np.isfinite(value) or value < low:
-        raise InvalidInputError(f"{name} must be a finite number >= {low}, got {value!r}.")
-    return float(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Box helpers (the reference's get_bbox_from_mask / expand_bbox / box2squre / box_in_box)
-# ---------------------------------------------------------------------------------------------
-
-
-def bbox_from_mask(mask: NDArray[Any]) -> YYXX:
-    """First/last non-zero row and column of ``mask`` as ``(y1, y2, x1, x2)``.
-
-    Args:
-        mask: ``(H, W)`` array, any numeric or bool dtype.
-
-    Returns:
-        ``y2`` and ``x2`` are *inclusive* indices (the reference's quirk: slicing with them
-        drops the last row/column). If ``mask.sum() < 10`` (the reference's rule, on the raw
-        values) the whole image ``(0, H, 0, W)`` is returned instead.
-    """
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
-        shape = getattr(mask, "shape", None)
-        raise InvalidInputError(f"mask must be a 2-D numpy array, got shape {shape}.")
-    h, w = mask.shape
-    if float(mask.sum(dtype=np.float64)) < MIN_MASK_PIXELS:
-        return 0, h, 0, w
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-
-
-def _expand_box(box: YYXX, ratio: float, shape: tuple[int, int]) -> YYXX:
-    """Scale ``box`` around its centre by ``ratio`` and clip to ``shape`` (reference expand_bbox).
-
-    Like the reference, the size is taken as ``y2 - y1 + 1`` whatever convention ``box`` uses,
-    and the new edges are truncated with ``int()``.
-    """
-    y1, y2, x1, x2 = box
-    height, width = shape
-    yc, xc = 0.5 * (y1 + y2), 0.5 * (x1 + x2)
-    h = ratio * (y2 - y1 + 1)
-    w = ratio * (x2 - x1 + 1)
-    ny1, ny2 = int(yc - h * 0.5), int(yc + h * 0.5)
-    nx1, nx2 = int(xc - w * 0.5), int(xc + w * 0.5)
-    return max(0, ny1), min(height, ny2), max(0, nx1), min(width, nx2)
-
-
-def _square_box(box: YYXX, shape: tuple[int, int]) -> YYXX:
-    """Make ``box`` square around its centre (side = longer side), clipped (reference box2squre).
-
-    Clipping at the image border can leave the box non-square.
-    """
-    y1, y2, x1, x2 = box
-    height, width = shape
-    cy, cx = (y1 + y2) // 2, (x1 + x2) // 2
-    h, w = y2 - y1, x2 - x1
-    if h >= w:
-        x1, x2 = cx - h // 2, cx + h // 2
-    else:
-        y1, y2 = cy - w // 2, cy + w // 2
-    return max(0, y1), min(height, y2), max(0, x1), min(width, x2)
-
-
-def _box_in_box(small: YYXX, big: YYXX) -> YYXX:
-    y1, y2, x1, x2 = small
-    return y1 - big[0], y2 - big[0], x1 - big[2], x2 - big[2]
-
-
-# ---------------------------------------------------------------------------------------------
-# Padding helpers (the reference's expand_image_mask / pad_to_square)
-# ---------------------------------------------------------------------------------------------
-
-
-def _resize(array: NDArray[Any], dsize: tuple[int, int], *, interpolation: int) -> NDArray[Any]:
-    """``cv2.resize`` to ``dsize = (width, height)`` (typed loosely: OpenCV keeps the dtype)."""
-    return np.asarray(cv2.resize(array, dsize, interpolation=interpolation))
-
-
-def _pad_centred(array: NDArray[Any], new_h: int, new_w: int, value: float) -> NDArray[Any]:
-    """Pad the first two axes to ``(new_h, new_w)``; the smaller half goes first."""
-    h, w = array.shape[:2]
-    top, left = (new_h - h) // 2, (new_w - w) // 2
-    pad = [(top, new_h - h - top), (left, new_w - w - left)] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, pad, mode="constant", constant_values=value)
-
-
-def _pad_to_square(array: NDArray[Any], value: float) -> NDArray[Any]:
-    h, w = array.shape[:2]
-    side = max(h, w)
-    return _pad_centred(array, side, side, value)
-
-
-# ---------------------------------------------------------------------------------------------
 # HF map
 # ---------------------------------------------------------------------------------------------
 
@@ -269,7 +143,7 @@ def hf_map(
         uint8 ``(H, W, 3)``: the image's colours weighted by edge strength; 0 where there is no
         edge of strength ``>= thresh`` or outside the eroded mask.
     """
-    image = _check_image("image", image)
+    image = check_image("image", image)
     if not isinstance(mask, np.ndarray) or mask.ndim != 2:
         raise InvalidInputError(f"mask must be a (H, W) array, got {getattr(mask, 'shape', mask)}.")
     if mask.shape != image.shape[:2]:
@@ -278,26 +152,20 @@ def hf_map(
         )
     h, w = image.shape[:2]
     size = (work_size, work_size)
-    img = _resize(image, size, interpolation=cv2.INTER_LINEAR)
-    soft = _resize(mask.astype(np.float64), size, interpolation=cv2.INTER_LINEAR)
+    img = resize(image, size, interpolation=cv2.INTER_LINEAR)
+    soft = resize(mask.astype(np.float64), size, interpolation=cv2.INTER_LINEAR)
     keep = cv2.erode((soft > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8), iterations=2)
     gx = cv2.convertScaleAbs(cv2.Sobel(img, cv2.CV_64F, 1, 0, ksize=3))
     gy = cv2.convertScaleAbs(cv2.Sobel(img, cv2.CV_64F, 0, 1, ksize=3))
     edge = cv2.addWeighted(gx, 0.5, gy, 0.5, 0).max(axis=-1) * keep
     edge[edge < thresh] = 0
     weighted = edge[..., None].astype(np.float32) / 255 * img.astype(np.float32)
-    return _resize(weighted.astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+    return resize(weighted.astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 # ---------------------------------------------------------------------------------------------
 # Reference branch
 # ---------------------------------------------------------------------------------------------
-
-
-def _brightness_contrast(image: NDArray[np.uint8], alpha: float, beta: float) -> NDArray[np.uint8]:
-    """``clip(v * alpha + beta * 255)`` through a lookup table (albumentations' uint8 path)."""
-    lut = np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta * 255)
-    return np.asarray(cv2.LUT(image, np.clip(lut, 0, 255).astype(np.uint8)), dtype=np.uint8)
 
 
 def prepare_reference(
@@ -307,9 +175,7 @@ def prepare_reference(
     expand_ratio: float | None = 1.2,
     size: int = 224,
     rng: np.random.Generator | None = None,
-    augment: bool = False,
-    brightness_limit: float = 0.2,
-    contrast_limit: float = 0.2,
+    augment: ReferenceAugment | None = None,
 ) -> ReferenceInputs:
     """Cut the object out on white, pad, resize to ``size`` and compute its HF map.
 
@@ -317,9 +183,10 @@ def prepare_reference(
        reference). 2. Outside the mask the image becomes white (255); crop to the box.
     3. Centred padding to ``int(h * r), int(w * r)`` (image with 255, mask with 0).
     4. Centred pad to a square, bilinear resize to ``size``; the mask is handled as 0/255.
-    5. ``augment`` (training only): horizontal flip (p=0.5, image and mask) then
-       brightness/contrast (p=0.5, alpha = 1 + U(-c, c), beta = U(-b, b) * 255), applied before
-       the HF map so both the DINO input and the HF source see it.
+    5. ``augment`` (training only, e.g.
+       :func:`~tryon.anydoor.training.augment.reference_augmentation`): maps the resized
+       image and mask to new ones before the HF map, so both the DINO input and the HF
+       source see it.
     6. HF map of the result with the mask / 255.
 
     Args:
@@ -327,8 +194,8 @@ def prepare_reference(
         mask: ``(H, W)`` bool or {0, 1}; at least 10 pixels, box at least 2 px in each direction.
         expand_ratio: ``r``. ``None`` draws from U{1.1, 1.2, 1.3, 1.4} with ``rng`` (training).
         size: output side ``S`` (224 for DINOv2).
-        rng: source of randomness; required when ``expand_ratio`` is None or ``augment``.
-        augment: apply the training augmentation.
+        rng: source of randomness; required when ``expand_ratio`` is None.
+        augment: training hook ``(image uint8 (S, S, 3), mask uint8 (S, S)) -> (image, mask)``.
 
     Returns:
         :class:`ReferenceInputs` with ``image`` float32 (S, S, 3) in [0, 1], ``mask`` uint8
@@ -339,18 +206,17 @@ def prepare_reference(
         InvalidMaskError: mask not binary, wrong shape, fewer than 10 pixels or a box that the
             reference's slicing would make empty (a single row or column).
     """
-    image = _check_image("image", image)
-    m = _check_binary_mask("mask", mask, (image.shape[0], image.shape[1]))
-    _check_enough_pixels("mask", m)
+    image = check_image("image", image)
+    m = check_binary_mask("mask", mask, (image.shape[0], image.shape[1]))
+    check_enough_pixels("mask", m)
     if size < 1:
         raise InvalidInputError(f"size must be >= 1, got {size}.")
-    if (expand_ratio is None or augment) and rng is None:
-        raise InvalidInputError("rng is required when expand_ratio is None or augment is True.")
     if expand_ratio is None:
-        assert rng is not None
+        if rng is None:
+            raise InvalidInputError("rng is required when expand_ratio is None.")
         ratio = REFERENCE_EXPAND_CHOICES[int(rng.integers(len(REFERENCE_EXPAND_CHOICES)))]
     else:
-        ratio = _check_ratio("expand_ratio", expand_ratio, 1.0)
+        ratio = check_ratio("expand_ratio", expand_ratio, 1.0)
 
     # 1-2. white background, crop (the inclusive y2/x2 are used as exclusive ends on purpose)
     y1, y2, x1, x2 = bbox_from_mask(m)
@@ -365,25 +231,19 @@ def prepare_reference(
     # 3. centred expansion
     h, w = crop_mask.shape
     new_h, new_w = int(h * ratio), int(w * ratio)
-    masked = _pad_centred(masked, new_h, new_w, 255)
-    crop_mask = _pad_centred(crop_mask, new_h, new_w, 0)
+    masked = pad_centred(masked, new_h, new_w, 255)
+    crop_mask = pad_centred(crop_mask, new_h, new_w, 0)
 
     # 4. square + resize
     dsize = (size, size)
-    ref = _resize(_pad_to_square(masked, 255), dsize, interpolation=cv2.INTER_LINEAR)
-    soft = _resize(
-        _pad_to_square(crop_mask * np.uint8(255), 0), dsize, interpolation=cv2.INTER_LINEAR
+    ref = resize(pad_to_square(masked, 255), dsize, interpolation=cv2.INTER_LINEAR)
+    soft = resize(
+        pad_to_square(crop_mask * np.uint8(255), 0), dsize, interpolation=cv2.INTER_LINEAR
     )
 
     # 5. training augmentation
-    if augment:
-        assert rng is not None
-        if rng.random() < 0.5:
-            ref, soft = ref[:, ::-1].copy(), soft[:, ::-1].copy()
-        if rng.random() < 0.5:
-            alpha = 1.0 + rng.uniform(-contrast_limit, contrast_limit)
-            beta = rng.uniform(-brightness_limit, brightness_limit)
-            ref = _brightness_contrast(ref, alpha, beta)
+    if augment is not None:
+        ref, soft = augment(ref, soft)
 
     # 6. HF map
     hf = hf_map(ref, soft.astype(np.float64) / 255)
@@ -407,7 +267,7 @@ def prepare_target(
     size: int = 512,
     rng: np.random.Generator | None = None,
     shape_mask: bool = False,
-    perturb_mask_p: float = 0.0,
+    mask_channel: MaskChannelHook | None = None,
 ) -> TargetInputs:
     """Crop around the target region, paste the HF map into it and build the 4-channel hint.
 
@@ -416,8 +276,8 @@ def prepare_target(
        are clipped to the image, so at borders the crop can be non-square.
     3. Collage = the crop with the box region replaced by the HF map stretched (bilinear) to the
        box size. Mask channel = 1 in the box, 0 elsewhere in the crop; with ``shape_mask`` it
-       is the cropped target mask instead; with probability ``perturb_mask_p`` it is
-       :func:`perturb_mask` of the cropped target mask (training: 0.7).
+       is the cropped target mask instead; a ``mask_channel`` hook (training's perturbation,
+       :func:`~tryon.anydoor.training.augment.perturbed_mask_channel`) may replace it.
     4. Pad crop and collage to a square with 0 (black), the mask channel with -1, resize to
        ``size`` (RGB bilinear, mask nearest), RGB to ``v / 127.5 - 1``.
 
@@ -429,9 +289,10 @@ def prepare_target(
         crop_ratio: crop expansion around the box (>= 1). ``None`` draws from U{1.3, ..., 2.9}
             with ``rng`` like the reference.
         size: output side ``T`` (512).
-        rng: source of randomness; required for ``crop_ratio=None`` or ``perturb_mask_p > 0``.
+        rng: source of randomness; required for ``crop_ratio=None``.
         shape_mask: mask channel from the target mask (demo "shape control").
-        perturb_mask_p: probability of the training mask perturbation.
+        mask_channel: training hook ``(cropped target mask, mask channel) -> mask channel``,
+            uint8 ``(h, w)`` {0, 1} arrays of the crop's size.
 
     Returns:
         :class:`TargetInputs` (hint float32 (T, T, 4), target float32 (T, T, 3), boxes).
@@ -441,37 +302,34 @@ def prepare_target(
         InvalidMaskError: mask not binary, wrong shape, fewer than 10 pixels, or an expanded box
             that is empty.
     """
-    image = _check_image("image", image)
-    m = _check_binary_mask("mask", mask, (image.shape[0], image.shape[1]))
-    _check_enough_pixels("mask", m)
-    hf = _check_image("hf_map", hf_map)
+    image = check_image("image", image)
+    m = check_binary_mask("mask", mask, (image.shape[0], image.shape[1]))
+    check_enough_pixels("mask", m)
+    hf = check_image("hf_map", hf_map)
     if hf.shape[0] != hf.shape[1]:
         raise InvalidInputError(f"hf_map must be square (S, S, 3), got {hf.shape}.")
     if size < 1:
         raise InvalidInputError(f"size must be >= 1, got {size}.")
-    box_expand = _check_ratio("box_expand", box_expand, 1.0)
-    if not 0.0 <= perturb_mask_p <= 1.0:
-        raise InvalidInputError(f"perturb_mask_p must be in [0, 1], got {perturb_mask_p!r}.")
-    if (crop_ratio is None or perturb_mask_p > 0) and rng is None:
-        raise InvalidInputError("rng is required when crop_ratio is None or perturb_mask_p > 0.")
+    box_expand = check_ratio("box_expand", box_expand, 1.0)
     if crop_ratio is None:
-        assert rng is not None
+        if rng is None:
+            raise InvalidInputError("rng is required when crop_ratio is None.")
         ratio = CROP_RATIO_CHOICES[int(rng.integers(len(CROP_RATIO_CHOICES)))]
     else:
-        ratio = _check_ratio("crop_ratio", crop_ratio, 1.0)
+        ratio = check_ratio("crop_ratio", crop_ratio, 1.0)
 
     shape = (image.shape[0], image.shape[1])
     # 1. target box (full-image coordinates, end-exclusive from here on)
-    box = _expand_box(bbox_from_mask(m), box_expand, shape)
+    box = expand_box(bbox_from_mask(m), box_expand, shape)
     if box[1] <= box[0] or box[3] <= box[2]:
         raise InvalidMaskError(f"mask gives an empty target box {box}; it is too thin.")
 
     # 2. crop
-    crop = _square_box(_expand_box(box, ratio, shape), shape)
+    crop = square_box(expand_box(box, ratio, shape), shape)
     cy1, cy2, cx1, cx2 = crop
     # The reference assumes the box lies inside the crop; squaring an odd-sided box can shave
     # one pixel, so clip to keep the collage well-formed (the reference would fail there).
-    by1, by2, bx1, bx2 = _box_in_box(box, crop)
+    by1, by2, bx1, bx2 = box_in_box(box, crop)
     by1, bx1 = max(by1, 0), max(bx1, 0)
     by2, bx2 = min(by2, cy2 - cy1), min(bx2, cx2 - cx1)
     box_in_crop = (by1, by2, bx1, bx2)
@@ -481,28 +339,26 @@ def prepare_target(
 
     # 3. collage and its mask
     collage = cropped.copy()
-    collage[by1:by2, bx1:bx2] = _resize(hf, (bx2 - bx1, by2 - by1), interpolation=cv2.INTER_LINEAR)
+    collage[by1:by2, bx1:bx2] = resize(hf, (bx2 - bx1, by2 - by1), interpolation=cv2.INTER_LINEAR)
     if shape_mask:
         collage_mask = cropped_mask.copy()
     else:
         collage_mask = np.zeros(cropped_mask.shape, np.uint8)
         collage_mask[by1:by2, bx1:bx2] = 1
-    if perturb_mask_p > 0:
-        assert rng is not None
-        if rng.random() < perturb_mask_p:
-            collage_mask = perturb_mask(cropped_mask, rng)
+    if mask_channel is not None:
+        collage_mask = mask_channel(cropped_mask, collage_mask)
 
     # 4. pad to square, resize, normalise
     h1, w1 = cropped.shape[:2]
-    padded_target = _pad_to_square(cropped, 0)
-    padded_collage = _pad_to_square(collage, 0)
+    padded_target = pad_to_square(cropped, 0)
+    padded_collage = pad_to_square(collage, 0)
     # 2 marks padding in uint8 so nearest-neighbour resize keeps it distinct; it becomes -1
-    padded_mask = _pad_to_square(collage_mask, 2)
+    padded_mask = pad_to_square(collage_mask, 2)
     h2, w2 = padded_collage.shape[:2]
     dsize = (size, size)
-    target = _resize(padded_target, dsize, interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    coll = _resize(padded_collage, dsize, interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    mask_ch = _resize(padded_mask, dsize, interpolation=cv2.INTER_NEAREST).astype(np.float32)
+    target = resize(padded_target, dsize, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    coll = resize(padded_collage, dsize, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    mask_ch = resize(padded_mask, dsize, interpolation=cv2.INTER_NEAREST).astype(np.float32)
     mask_ch[mask_ch == 2] = PAD_MASK_VALUE
     hint = np.concatenate([coll / 127.5 - 1.0, mask_ch[..., None]], axis=-1).astype(np.float32)
     return TargetInputs(
@@ -548,7 +404,7 @@ def paste_back(
     Returns:
         uint8 ``(H, W, 3)``, a new array; ``target_image`` is not modified.
     """
-    target_image = _check_image("target_image", target_image)
+    target_image = check_image("target_image", target_image)
     if target_image.shape[:2] != tuple(prepared.image_size):
         raise InvalidInputError(
             f"target_image has size {target_image.shape[:2]} but was prepared at "
@@ -579,7 +435,7 @@ def paste_back(
     pred = generated
     if np.issubdtype(pred.dtype, np.floating):
         pred = np.clip(pred, 0, 255).astype(np.float32)
-    pred = _resize(pred[1:], (w2, h2), interpolation=cv2.INTER_LINEAR)
+    pred = resize(pred[1:], (w2, h2), interpolation=cv2.INTER_LINEAR)
     top, left = (h2 - h1) // 2, (w2 - w1) // 2
     pred = pred[top : top + h1, left : left + w1]
 
@@ -591,171 +447,13 @@ def paste_back(
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Training filters and augmentation
-# ---------------------------------------------------------------------------------------------
-
-
-def mask_score(mask: NDArray[Any]) -> float:
-    """Area of the largest outer contour over the area of all outer contours.
-
-    Args:
-        mask: ``(H, W)`` bool or {0, 1}.
-
-    Returns:
-        A float in ``[0, 1]``; 1.0 for one blob. 0.0 for masks with fewer than 10 pixels (the
-        reference's rule) and for masks whose contours all have zero area (isolated pixels or
-        1-px lines, where the reference divides 0 by 0).
-    """
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
-        raise InvalidInputError(f"mask must be a 2-D array, got {getattr(mask, 'shape', mask)}.")
-    m = (mask != 0).astype(np.uint8)
-    if int(m.sum()) < MIN_MASK_PIXELS:
-        return 0.0
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    areas = [cv2.contourArea(c) for c in contours]
-    total = float(sum(areas))
-    if total <= 0:
-        return 0.0
-    return float(max(areas) / total)
-
-
-def _iou(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
-    union = int(np.count_nonzero(a | b))
-    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
-
-
-def _largest_component(mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 1:
-        return mask
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == best).astype(np.uint8)
-
-
-def _random_kernel(rng: np.random.Generator, size: int) -> NDArray[np.uint8]:
-    """One of the reference's four structuring elements: a size x size rectangle or ellipse,
-    or an ellipse squashed to half its height or half its width."""
-    half = max(size // 2, 1)
-    shape, ksize = [
-        (cv2.MORPH_RECT, (size, size)),
-        (cv2.MORPH_ELLIPSE, (size, size)),
-        (cv2.MORPH_ELLIPSE, (size, half)),
-        (cv2.MORPH_ELLIPSE, (half, size)),
-    ][int(rng.integers(4))]
-    return np.asarray(cv2.getStructuringElement(shape, ksize), dtype=np.uint8)
-
-
-def perturb_mask(
-    mask: NDArray[Any],
-    rng: np.random.Generator,
-    *,
-    min_iou: float = 0.3,
-    max_iou: float = 0.99,
-    max_rounds: int = 250,
-) -> NDArray[np.uint8]:
-    """Roughen a mask the way the reference's training does: it only ever grows.
-
-    Draws an IoU goal ``U(min_iou, max_iou)``; then, for up to ``max_rounds`` rounds, makes 4
-    local edits, each on a random sub-rectangle: with p=0.1 its centre pixel is set to 0 or 1
-    (seeds for islands and notches), then it is dilated or eroded (p=0.5 each) with a random
-    kernel of size 3..9 (rectangle, ellipse, or an ellipse of half height or half width), and
-    the result is OR-ed with the input mask, so the object itself is always covered. Stops
-    once the IoU with the input drops below the goal, then keeps the largest 8-connected
-    component.
-
-    Args:
-        mask: ``(H, W)`` bool or {0, 1}.
-        rng: source of randomness.
-
-    Returns:
-        uint8 ``(H, W)`` in {0, 1}, a superset of the input's largest component. Masks with a
-        side <= 2 px are returned unchanged (as a copy).
-    """
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
-        raise InvalidInputError(f"mask must be a 2-D array, got {getattr(mask, 'shape', mask)}.")
-    gt = (mask != 0).astype(np.uint8)
-    h, w = gt.shape
-    if h <= 2 or w <= 2:
-        return gt.copy()
-    goal = rng.uniform(min_iou, max_iou)
-    seg = gt.copy()
-    for _ in range(max_rounds):
-        for _ in range(4):
-            lx, ly = int(rng.integers(w)), int(rng.integers(h))
-            rx, ry = int(rng.integers(lx + 1, w + 1)), int(rng.integers(ly + 1, h + 1))
-            if rng.random() < 0.1:
-                seg[(ly + ry) // 2, (lx + rx) // 2] = int(rng.integers(2))
-            kernel = _random_kernel(rng, int(rng.integers(3, 10)))
-            op = cv2.dilate if rng.random() < 0.5 else cv2.erode
-            seg[ly:ry, lx:rx] = op(np.ascontiguousarray(seg[ly:ry, lx:rx]), kernel)
-            seg |= gt
-        if _iou(seg, gt) < goal:
-            break
-    return _largest_component(seg)
-
-
-def check_pair(
-    ref_mask: NDArray[Any],
-    tar_mask: NDArray[Any],
-    *,
-    min_mask_score: float = 0.9,
-    min_area_ratio: float = 0.1 * 0.1,
-    max_area_ratio: float = 0.8 * 0.8,
-    min_ref_box_ratio: float = 0.10,
-    max_ratio: float = 0.8,
-    box_expand: float = 1.1,
-) -> str | None:
-    """The reference's training filters; returns why a pair is rejected, or ``None``.
-
-    Checked in the reference's order:
-
-    1. ``mask_score(ref_mask) > min_mask_score`` (one dominant blob);
-    2. mask area / image area within ``[min_area_ratio, max_area_ratio]`` for ref then target
-       (the defaults are computed as ``0.1*0.1`` and ``0.8*0.8``, like the reference, so an area
-       of exactly 1 % fails by a float rounding hair, as it does there);
-    3. the ref box (inclusive-end box, size ``y2 - y1``) at least ``min_ref_box_ratio`` of the
-       image height *and* width;
-    4. the ``box_expand``-expanded target box at most ``max_ratio`` of the image height and
-       width (reference: 0.8, try-on 1.0).
-
-    Args:
-        ref_mask, tar_mask: ``(H, W)`` bool or {0, 1} (each against its own image size).
-
-    Returns:
-        ``None`` if the pair passes, else a short reason such as ``"ref_mask_score"``,
-        ``"ref_area"``, ``"tar_area"``, ``"ref_box_small"`` or ``"tar_box_large"``.
-    """
-    for name, mk in (("ref_mask", ref_mask), ("tar_mask", tar_mask)):
-        if not isinstance(mk, np.ndarray) or mk.ndim != 2:
-            raise InvalidInputError(f"{name} must be a 2-D array, got {getattr(mk, 'shape', mk)}.")
-    if not mask_score(ref_mask) > min_mask_score:
-        return "ref_mask_score"
-    for name, mk in (("ref_area", ref_mask), ("tar_area", tar_mask)):
-        area = float(np.count_nonzero(mk)) / (mk.shape[0] * mk.shape[1])
-        if area > max_area_ratio or area < min_area_ratio:
-            return name
-    h, w = ref_mask.shape
-    y1, y2, x1, x2 = bbox_from_mask(ref_mask)
-    if (y2 - y1) < h * min_ref_box_ratio or (x2 - x1) < w * min_ref_box_ratio:
-        return "ref_box_small"
-    th, tw = tar_mask.shape
-    ty1, ty2, tx1, tx2 = _expand_box(bbox_from_mask(tar_mask), box_expand, (th, tw))
-    if (ty2 - ty1) > th * max_ratio or (tx2 - tx1) > tw * max_ratio:
-        return "tar_box_large"
-    return None
-
-
 __all__ = [
     "PREPROCESS_VERSION",
     "ReferenceInputs",
     "TargetInputs",
     "bbox_from_mask",
-    "check_pair",
     "hf_map",
-    "mask_score",
     "paste_back",
-    "perturb_mask",
     "prepare_reference",
     "prepare_target",
 ]

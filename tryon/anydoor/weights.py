@@ -1,4 +1,4 @@
-"""AnyDoor weights: convert the released checkpoint, save and load our format, fetch.
+"""AnyDoor weights: convert the released checkpoint, save and load our format.
 
 Two on-disk forms are understood:
 
@@ -17,7 +17,7 @@ Two on-disk forms are understood:
 buffers and the ControlNet's unused ``input_blocks.0.0``), no module tensor is left without a
 value, and shapes agree; otherwise :class:`~tryon.errors.WeightsError` names the first keys.
 
-Nothing here downloads anything unless :func:`fetch` is called.
+Nothing here downloads anything: :mod:`tryon.anydoor.fetch` does, for ``tryon weights fetch``.
 """
 
 from __future__ import annotations
@@ -45,11 +45,6 @@ if TYPE_CHECKING:
     from tryon.anydoor.models import AnyDoorComponents
 
 log = logging.getLogger(__name__)
-
-#: where the authors publish the checkpoint (a Hugging Face *Space*, not a model repo)
-OFFICIAL_REPO_ID = "xichenhku/AnyDoor"
-OFFICIAL_REPO_TYPE = "space"
-OFFICIAL_FILENAME = "epoch=1-step=8687.ckpt"
 
 CONFIG_FILENAME = "anydoor_config.json"
 CHECKSUM_FILENAME = "weights_checksum.json"
@@ -795,55 +790,6 @@ def load_weights(
             log.debug("ignoring the config argument: %s carries its own", p)
         return load_pretrained(p, dtype=dtype, device=device)
     return load_official_checkpoint(p, config, dinov2_path=dinov2_path, dtype=dtype, device=device)
-
-
-# --- download -------------------------------------------------------------------------------------
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _manual_hint(dest: Path) -> str:
-    return (
-        f"Download {OFFICIAL_FILENAME} by hand from the files of the Hugging Face Space "
-        f"{OFFICIAL_REPO_ID} on a machine with network access, copy it to {dest}/, then run "
-        f"`tryon weights convert {dest / OFFICIAL_FILENAME} <output-dir>` "
-        "(or point TRYON_WEIGHTS at the .ckpt)."
-    )
-
-
-def fetch(
-    dest: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    filename: str = OFFICIAL_FILENAME,
-) -> Path:
-    """Download the released AnyDoor checkpoint into ``dest``; return the file's path.
-
-    Needs network access to the Hugging Face Hub. Offline (``HF_HUB_OFFLINE`` set, or no
-    connection) raises :class:`WeightsError` saying how to place the file by hand.
-    """
-    dest = Path(dest)
-    if _offline():
-        raise WeightsError(f"Downloads are disabled (HF_HUB_OFFLINE is set). {_manual_hint(dest)}")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        local = hf_hub_download(
-            repo_id=OFFICIAL_REPO_ID,
-            filename=filename,
-            repo_type=OFFICIAL_REPO_TYPE,
-            revision=revision,
-            local_dir=dest,
-        )
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
-        raise WeightsError(
-            f"Could not download the AnyDoor checkpoint ({exc}). {_manual_hint(dest)}"
-        ) from exc
-    return Path(local)
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ is fast and the core package never imports Flask or Celery: the ``serve``/``work
 
 Exit codes (stable, for scripts): 0 success, 1 unexpected failure, 2 usage error,
 3 invalid input (bad image, pose not usable, ...), 4 weights/engine unavailable,
-5 a service (database, broker, storage) unreachable, 130 interrupted.
+5 a service (database, broker, storage) unreachable, 6 network unreachable (a download; run
+it again to resume), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ EXIT_USAGE = 2
 EXIT_INVALID_INPUT = 3
 EXIT_UNAVAILABLE = 4
 EXIT_SERVICE = 5
+EXIT_NETWORK = 6
 EXIT_INTERRUPTED = 130
 
 #: command name -> "module:attribute" of a click command or group
@@ -68,6 +70,8 @@ def exit_code_for(exc: BaseException) -> int:
 
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
+    if isinstance(exc, errors.NetworkUnavailableError):
+        return EXIT_NETWORK
     if isinstance(exc, errors.InvalidInputError | errors.InvalidImageError | errors.PreflightError):
         return EXIT_INVALID_INPUT
     if isinstance(exc, errors.WeightsError | errors.EngineUnavailableError):
@@ -95,4 +99,7 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
+    from tryon.cli.quiet import quiet_native_logs
+
+    quiet_native_logs()  # before any command imports MediaPipe (see tryon/cli/quiet.py)
     return cli.main(args=argv, prog_name="tryon")

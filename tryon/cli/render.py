@@ -19,19 +19,26 @@ import click
 import numpy as np
 from numpy.typing import NDArray
 
+from tryon.anydoor.limits import GUIDANCE, NUM_SAMPLES, STEPS
 from tryon.cli import fail
+from tryon.engines.request import JobParams
 from tryon.errors import PreflightError, TryOnError
-from tryon.types import Box, Category, GarmentLength
+from tryon.types import Box, Category, GarmentLength, MaskMode
 
 log = logging.getLogger(__name__)
 
 #: the garments ``tryon demo`` renders: (file in tryon/assets, category, label)
 DEMO_GARMENTS: tuple[tuple[str, Category, str], ...] = (
-    ("garment_tshirt.png", Category.UPPER_BODY, "T-shirt"),
-    ("garment_trousers.png", Category.LOWER_BODY, "trousers"),
-    ("garment_dress.png", Category.DRESS, "dress"),
+    ("garment_product_tee.png", Category.UPPER_BODY, "tee"),
+    ("garment_product_jeans.png", Category.LOWER_BODY, "jeans"),
+    ("garment_product_dress.png", Category.DRESS, "dress"),
 )
-DEMO_PERSON = "person_astronaut.png"
+#: the people ``tryon demo`` dresses: (file in tryon/assets, caption); sources in LICENSE.md
+DEMO_PEOPLE: tuple[tuple[str, str], ...] = (
+    ("person_sports2d_man.jpg", "sports2d demo (BSD-3)"),
+    ("person_sports2d_woman.jpg", "sports2d demo (BSD-3)"),
+    ("person_astronaut.png", "astronaut (NASA, PD)"),
+)
 
 
 class BoxParam(click.ParamType):
@@ -51,11 +58,12 @@ class BoxParam(click.ParamType):
 
 @dataclass(frozen=True)
 class PersonInfo:
-    """A decoded photo with its pose analysis and person mask (float32 ``(H, W)`` in [0, 1])."""
+    """A decoded photo with its analysis and the analysed person's silhouette (bool ``(H, W)``,
+    or None when nobody was found)."""
 
     rgb: NDArray[np.uint8]
     analysis: Any  # tryon.vision.analysis.PhotoAnalysis
-    person_mask: NDArray[np.float32]
+    person_mask: NDArray[np.bool_] | None
 
 
 @dataclass(frozen=True)
@@ -71,13 +79,12 @@ class Prepared:
 def analyse_person(rgb: NDArray[np.uint8], categories: list[Category]) -> PersonInfo:
     """Pose + person mask for one photo (MediaPipe graphs live only for this call)."""
     from tryon.vision.analysis import analyze_photo
-    from tryon.vision.masks import PersonSegmenter
     from tryon.vision.pose import PoseEstimator
 
-    with PoseEstimator() as pose, PersonSegmenter() as segmenter:
+    with PoseEstimator() as pose:
         analysis = analyze_photo(rgb, pose_estimator=pose, categories=categories)
-        person_mask = segmenter.segment(rgb)
-    return PersonInfo(rgb=rgb, analysis=analysis, person_mask=person_mask)
+    # the analysed person's own silhouette, the same one the upload stores
+    return PersonInfo(rgb=rgb, analysis=analysis, person_mask=analysis.person_mask_full())
 
 
 def prepare(
@@ -85,51 +92,39 @@ def prepare(
     garment_rgb: NDArray[np.uint8],
     garment_alpha: NDArray[np.uint8] | None,
     uploaded_mask: NDArray[np.bool_] | None,
-    category: Category,
-    *,
-    length: str = "regular",
-    box: Box | None = None,
-    params: Any = None,
+    params: JobParams,
 ) -> Prepared:
-    """Placement, target mask and garment mask -> a RenderRequest. Raises the typed
-    pre-flight errors (pose_not_usable, no_person, ...) and InvalidMaskError.
+    """Garment mask, then the worker's own builder (:func:`tryon.engines.request.build_request`):
+    the placement from the pose with the category and length (or the explicit box, flagged
+    authoritative), the target mask of ``params.mask``, the render parameters. Raises the typed
+    pre-flight errors (pose_not_usable, no_person, ...) and InvalidMaskError."""
+    from tryon.engines.request import PersonInputs, build_request
+    from tryon.vision.masks import garment_mask
 
-    An explicit ``box`` is passed to the engine without landmarks: that is how a request says
-    "the box is authoritative" (see :mod:`tryon.engines.preview`).
-    """
-    from tryon.engines.base import RenderParams, RenderRequest
-    from tryon.vision.analysis import check_photo
-    from tryon.vision.masks import garment_mask, target_mask
-
-    placement = check_photo(person.analysis, category, length=length, explicit_box=box)
     gm = garment_mask(garment_rgb, alpha=garment_alpha, uploaded=uploaded_mask)
-    h, w = person.rgb.shape[:2]
-    target = target_mask(placement.box, (w, h), person_mask=person.person_mask)
-    pose = person.analysis.pose
-    request = RenderRequest(
-        person=person.rgb,
-        garment=garment_rgb,
-        garment_mask=gm.mask,
-        box=placement.box,
-        target_mask=target,
-        category=category,
-        params=params if params is not None else RenderParams(),
-        landmarks=None if box is not None or pose is None else pose.landmarks,
-    )
-    return Prepared(request=request, placement=placement, garment_rgb=garment_rgb,
+    built = build_request(params, PersonInputs(person.rgb, person.analysis, person.person_mask),
+                          garment_rgb, gm.mask, params.seeds())
+    return Prepared(request=built.request, placement=built.placement, garment_rgb=garment_rgb,
                     garment_mask=gm.mask)
 
 
 @contextmanager
 def progress_bar(label: str, enabled: bool = True) -> Iterator[Any]:
-    """A tqdm bar on stderr driven by an engine's ``callback(step, total)``."""
+    """One tqdm bar on stderr driven by an engine's ``callback(step, total)``.
+
+    The bar is created at the first callback, when the engine has said its total, so it never
+    shows a placeholder total first.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=1, desc=label, unit="step", disable=not enabled, leave=False,
-               dynamic_ncols=True)
+    bar: Any = None
 
     def callback(step: int, total: int) -> None:
-        if bar.total != total:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="step", disable=not enabled, leave=False,
+                       dynamic_ncols=True)
+        elif bar.total != total:
             bar.reset(total=total)
         bar.n = step
         bar.refresh()
@@ -137,7 +132,8 @@ def progress_bar(label: str, enabled: bool = True) -> Iterator[Any]:
     try:
         yield callback
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 def _write_png(path: Path, rgb: NDArray[np.uint8]) -> None:
@@ -163,16 +159,22 @@ def _write_png(path: Path, rgb: NDArray[np.uint8]) -> None:
 @click.option("--engine", default=None,
               help="preview, anydoor or a plugin engine [default: anydoor when TRYON_WEIGHTS "
                    "is set, else preview].")
-@click.option("--steps", type=click.IntRange(1, 1000), default=None,
+@click.option("--steps", type=click.IntRange(int(STEPS.low), int(STEPS.high)), default=None,
               help="Denoising steps (anydoor) [default: TRYON_DEFAULT_STEPS, 50].")
-@click.option("--guidance", type=click.FloatRange(0.0, 30.0), default=None,
+@click.option("--guidance", type=click.FloatRange(GUIDANCE.low, GUIDANCE.high,
+                                                  min_open=GUIDANCE.low_open), default=None,
               help="Guidance scale (anydoor) [default: TRYON_DEFAULT_GUIDANCE, 4.5].")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
               help="Seed of the first sample; sample k uses seed+k.")
-@click.option("--samples", type=click.IntRange(1, 8), default=1, show_default=True)
+@click.option("--samples", type=click.IntRange(int(NUM_SAMPLES.low), int(NUM_SAMPLES.high)),
+              default=1, show_default=True)
 @click.option("--box", type=BoxParam(), default=None,
               help="Explicit placement box x1,y1,x2,y2 (pixels, end-exclusive) instead of the "
-                   "pose rule.")
+                   "pose rule; authoritative (the garment fills it).")
+@click.option("--mask", "mask_mode", default=MaskMode.BOX.value, show_default=True,
+              type=click.Choice([m.value for m in MaskMode]),
+              help="Region to repaint: the whole box, or the person's shape inside it (as the "
+                   "API's `mask`).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Result PNG; extra samples go to OUT-1.png, OUT-2.png, ...")
 @click.option("--overlay", type=click.Path(dir_okay=False, path_type=Path),
@@ -181,7 +183,7 @@ def _write_png(path: Path, rgb: NDArray[np.uint8]) -> None:
 def render(
     person: Path, garment: Path, garment_mask: Path | None, category: str, length: str,
     engine: str | None, steps: int | None, guidance: float | None, seed: int, samples: int,
-    box: Box | None, out: Path, overlay: Path | None, quiet: bool,
+    box: Box | None, mask_mode: str, out: Path, overlay: Path | None, quiet: bool,
 ) -> None:
     """Render one try-on: put GARMENT on PERSON and write OUT.
 
@@ -190,7 +192,6 @@ def render(
     4 engine or weights unavailable, 130 interrupted.
     """
     from tryon.config import load_settings
-    from tryon.engines.base import RenderParams
     from tryon.engines.registry import get_engine
     from tryon.images import IntakeLimits, decode_mask, load_image_file
 
@@ -212,14 +213,13 @@ def render(
             uploaded = decode_mask(data, garment_img.size, limits)
         cat = Category(category)
         info = analyse_person(person_img.rgb, [cat])
-        params = RenderParams(
-            num_inference_steps=steps or settings.default_steps,
-            guidance_scale=guidance if guidance is not None else settings.default_guidance,
-            num_samples=samples,
-            seeds=tuple(seed + k for k in range(samples)),
+        params = JobParams(
+            category=cat, length=GarmentLength(length), box=box, mask=MaskMode(mask_mode),
+            steps=steps or settings.default_steps,
+            guidance=guidance if guidance is not None else settings.default_guidance,
+            num_samples=samples, seed=seed,
         )
-        prep = prepare(info, garment_img.rgb, garment_img.alpha, uploaded, cat, length=length,
-                       box=box, params=params)
+        prep = prepare(info, garment_img.rgb, garment_img.alpha, uploaded, params)
         if overlay is not None:
             from tryon.vision.overlay import render_overlay
 
@@ -331,23 +331,20 @@ def contact_sheet(columns: list[str], rows: list[DemoRow]) -> NDArray[np.uint8]:
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: $TRYON_DATA_DIR/demo, i.e. var/demo].")
-@click.option("--steps", type=click.IntRange(1, 1000), default=None,
+@click.option("--steps", type=click.IntRange(int(STEPS.low), int(STEPS.high)), default=None,
               help="Denoising steps for anydoor (only when weights are configured).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
-    """Render the shipped sample person with each shipped garment; write a contact sheet.
+    """Dress the shipped sample people in each shipped garment; write a contact sheet.
 
-    Uses the preview engine (and anydoor too when TRYON_WEIGHTS is set). Rows: person |
-    garment | placement overlay | result per engine. A garment whose placement is not usable
-    on this waist-up photo shows the typed error in its row instead of a result.
+    Uses the preview engine (and anydoor too when TRYON_WEIGHTS is set). One row per person
+    and engine: the photo, then one result per garment, captioned with its category and time.
+    A garment that cannot be placed on a photo (the astronaut is waist-up: no trousers, no
+    dress) shows the typed error the API would give instead of a result.
     """
-    import cv2
-
     from tryon.config import load_settings
-    from tryon.engines.base import RenderParams
     from tryon.engines.registry import ANYDOOR, PREVIEW, get_engine
     from tryon.images import IntakeLimits, normalize_upload
-    from tryon.vision.overlay import render_overlay
 
     try:
         t_start = time.perf_counter()
@@ -356,52 +353,43 @@ def demo(out_dir: Path | None, steps: int | None, quiet: bool) -> None:
         engine_names = [PREVIEW] + ([ANYDOOR] if settings.weights else [])
         engines = [get_engine(name, settings) for name in engine_names]
         limits = IntakeLimits.from_settings(settings)
-        person = normalize_upload(_asset_bytes(DEMO_PERSON), limits)
-        info = analyse_person(person.rgb, [cat for _, cat, _ in DEMO_GARMENTS])
-        params = RenderParams(
-            num_inference_steps=steps or settings.default_steps,
-            guidance_scale=settings.default_guidance,
-        )
-        person_cell = _fit_cell(person.rgb)
-        rows: list[DemoRow] = []
-        for filename, category, label in DEMO_GARMENTS:
-            garment = normalize_upload(_asset_bytes(filename), limits, keep_alpha=True)
-            cells = [person_cell, _fit_cell(_on_grey(garment.rgb, garment.alpha))]
-            captions = ["astronaut (NASA, PD)", f"{label} ({category.value})"]
-            try:
-                prep = prepare(info, garment.rgb, garment.alpha, None, category, params=params)
-            except PreflightError as exc:
-                cells.append(_error_cell(exc))
-                captions.append("no placement")
-                for name in engine_names:
-                    cells.append(_error_cell(exc))
-                    captions.append(f"{name}: not rendered")
-                click.echo(f"{label:9s} {category.value:11s} skipped: {exc.code}: {exc.message}")
-                rows.append(DemoRow(label, cells, captions))
-                continue
-            overlay_png = render_overlay(
-                person.rgb, pose=info.analysis.pose, placement=prep.placement,
-                target_mask=prep.request.target_mask,
-            )
-            overlay = np.asarray(cv2.cvtColor(
-                cv2.imdecode(np.frombuffer(overlay_png, np.uint8), cv2.IMREAD_COLOR),
-                cv2.COLOR_BGR2RGB,
-            ), dtype=np.uint8)
-            cells.append(_fit_cell(overlay))
-            captions.append(f"box {prep.placement.box.as_list()}")
-            stem = Path(filename).stem.removeprefix("garment_")
+        demo_steps = steps or settings.default_steps
+        garments = [(normalize_upload(_asset_bytes(f), limits, keep_alpha=True), cat, label)
+                    for f, cat, label in DEMO_GARMENTS]
+        rows = [DemoRow("garments", [np.full((CELL, CELL, 3), 255, np.uint8)]
+                        + [_fit_cell(_on_grey(g.rgb, g.alpha)) for g, _, _ in garments],
+                        ["garment"] + [f"{label} ({cat.value})" for _, cat, label in garments])]
+        for person_file, caption in DEMO_PEOPLE:
+            photo = normalize_upload(_asset_bytes(person_file), limits)
+            info = analyse_person(photo.rgb, [cat for _, cat, _ in DEMO_GARMENTS])
+            stem = Path(person_file).stem.removeprefix("person_")
             for eng in engines:
-                t0 = time.perf_counter()
-                with progress_bar(f"{label}/{eng.name}", enabled=not quiet) as callback:
-                    result = eng.render(prep.request, callback=callback)
-                dt = time.perf_counter() - t0
-                path = out_dir / f"{stem}-{eng.name}.png"
-                _write_png(path, result.images[0])
-                cells.append(_fit_cell(result.images[0]))
-                captions.append(f"{eng.name} {dt:.2f} s")
-                click.echo(f"{label:9s} {category.value:11s} {eng.name}: {dt:.2f} s -> {path}")
-            rows.append(DemoRow(label, cells, captions))
-        columns = ["person", "garment", "placement overlay"] + [f"result: {n}" for n in engine_names]
+                cells, captions = [_fit_cell(photo.rgb)], [caption]
+                for garment, category, label in garments:
+                    try:
+                        params = JobParams(category=category, steps=demo_steps,
+                                           guidance=settings.default_guidance)
+                        prep = prepare(info, garment.rgb, garment.alpha, None, params)
+                        request = prep.request
+                        t0 = time.perf_counter()
+                        with progress_bar(f"{stem}/{label}/{eng.name}",
+                                          enabled=not quiet) as callback:
+                            result = eng.render(request, callback=callback)
+                    except PreflightError as exc:
+                        cells.append(_error_cell(exc))
+                        captions.append(f"{category.value}: {exc.code}")
+                        click.echo(f"{stem:16s} {label:6s} {category.value:11s} refused: "
+                                   f"{exc.code}: {exc.message}")
+                        continue
+                    dt = time.perf_counter() - t0
+                    path = out_dir / f"{stem}-{label}-{eng.name}.png"
+                    _write_png(path, result.images[0])
+                    cells.append(_fit_cell(result.images[0]))
+                    captions.append(f"{category.value} {eng.name} {dt:.2f} s")
+                    click.echo(f"{stem:16s} {label:6s} {category.value:11s} {eng.name}: "
+                               f"{dt:.2f} s -> {path}")
+                rows.append(DemoRow(f"{stem}/{eng.name}", cells, captions))
+        columns = ["person"] + [f"{label}: {cat.value}" for _, cat, label in DEMO_GARMENTS]
         sheet_path = out_dir / "contact_sheet.png"
         _write_png(sheet_path, contact_sheet(columns, rows))
     except (TryOnError, KeyboardInterrupt) as exc:

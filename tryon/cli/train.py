@@ -4,6 +4,9 @@ Heavy imports (torch, diffusers, accelerate) happen inside the commands so ``try
 stays fast. For several GPUs or nodes run under accelerate::
 
     accelerate launch -m tryon.cli train --config run.yaml
+
+Ctrl-C (SIGINT) stops either command with exit code 130 (see :mod:`tryon.cli`), not click's
+"Aborted!" and 1; a stopped training keeps its last checkpoint.
 """
 
 from __future__ import annotations
@@ -11,14 +14,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from tryon.cli import fail
+from tryon.cli import EXIT_INTERRUPTED, fail
 
 log = logging.getLogger(__name__)
+
+
+def _interrupted(what: str) -> NoReturn:
+    click.echo(f"\ninterrupted: {what}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 @click.command()
@@ -34,14 +43,18 @@ log = logging.getLogger(__name__)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(config_path: Path, resume: str | None, output_dir: Path | None, steps: int | None,
           quiet: bool) -> None:
-    """Train or fine-tune AnyDoor from a YAML config; writes checkpoints and an engine folder."""
-    import dataclasses
+    """Train or fine-tune AnyDoor from a YAML config; writes checkpoints and an engine folder.
 
-    from tryon.anydoor.training.trainconfig import TrainConfig
+    Ctrl-C exits with code 130 and keeps the last checkpoint: continue with --resume latest.
+    """
     from tryon.errors import TryOnError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        import dataclasses
+
+        from tryon.anydoor.training.trainconfig import TrainConfig
+
         config = TrainConfig.from_yaml(config_path)
         changes: dict[str, Any] = {}
         if resume is not None:
@@ -55,6 +68,8 @@ def train(config_path: Path, resume: str | None, output_dir: Path | None, steps:
     except TryOnError as exc:
         fail(exc)
         return
+    except KeyboardInterrupt:
+        _interrupted("training stopped; the last checkpoint is kept (continue with --resume latest)")
     if int(os.environ.get("RANK", "0")) != 0:
         return  # one report per run, from the main process
     click.echo(f"trained to step {result.step}; checkpoint {result.checkpoint}")
@@ -108,16 +123,20 @@ def _run(config: Any, quiet: bool) -> Any:
 def evaluate(weights: Path, data: Path, layout: str, out: Path, steps: int, guidance: float,
              seed: int, limit: int | None, device: str | None, dtype: str | None,
              dinov2: Path | None, no_dino: bool, quiet: bool) -> None:
-    """Score a model on a paired split: SSIM, PSNR, L1 in the target box and DINO score."""
-    import torch
-    from tqdm import tqdm
+    """Score a model on a paired split: SSIM, PSNR, L1 in the target box and DINO score.
 
-    from tryon.anydoor.pipeline import AnyDoorPipeline
-    from tryon.anydoor.training.evaluate import DinoScorer, evaluate_pairs, load_pairs
-    from tryon.anydoor.weights import load_weights
+    Ctrl-C exits with code 130 without writing the report.
+    """
     from tryon.errors import TryOnError
 
     try:
+        import torch
+        from tqdm import tqdm
+
+        from tryon.anydoor.pipeline import AnyDoorPipeline
+        from tryon.anydoor.training.evaluate import DinoScorer, evaluate_pairs, load_pairs
+        from tryon.anydoor.weights import load_weights
+
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dt = getattr(torch, dtype) if dtype else (torch.float16 if dev.type == "cuda" else torch.float32)
         components = load_weights(weights)
@@ -139,6 +158,8 @@ def evaluate(weights: Path, data: Path, layout: str, out: Path, steps: int, guid
     except TryOnError as exc:
         fail(exc)
         return
+    except KeyboardInterrupt:
+        _interrupted("evaluation stopped; no report written")
     body = report.to_dict()
     body["weights"] = str(weights)
     body["data"] = str(data)

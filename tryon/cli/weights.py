@@ -93,18 +93,59 @@ def convert(
     help="Directory for the downloaded file (default: TRYON_DATA_DIR/weights).",
 )
 @click.option("--revision", default=None, help="Git revision of the Space (default: main).")
-def fetch(dest: Path | None, revision: str | None) -> None:
-    """Download the released AnyDoor checkpoint (needs network access to the Hugging Face Hub)."""
-    from tryon.anydoor.weights import fetch as fetch_weights
+@click.option(
+    "--url",
+    default=None,
+    help="Download from this URL instead (a mirror or a direct link to the checkpoint).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the partial download waits between tries (default: TRYON_DATA_DIR/downloads).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def fetch(
+    dest: Path | None, revision: str | None, url: str | None, cache_dir: Path | None, quiet: bool
+) -> None:
+    """Download the released AnyDoor checkpoint (needs network access to the Hugging Face Hub).
+
+    An interrupted download resumes when the command is run again; --dest receives the file
+    only once it is complete. Without network it exits with status 6 (network_unavailable).
+    """
+    from tqdm import tqdm
+
+    from tryon.anydoor.fetch import fetch as fetch_weights
     from tryon.config import load_settings
     from tryon.errors import TryOnError
 
+    bar: tqdm | None = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc="download",
+                       disable=quiet, leave=False)
+        else:
+            bar.update(done - bar.n)
+
     try:
-        target = dest if dest is not None else load_settings().data_dir / "weights"
-        path = fetch_weights(target, revision=revision)
+        settings = load_settings()
+        target = dest if dest is not None else settings.data_dir / "weights"
+        path = fetch_weights(
+            target,
+            cache_dir=cache_dir if cache_dir is not None else settings.data_dir / "downloads",
+            revision=revision,
+            url=url,
+            progress=progress,
+        )
     except TryOnError as exc:
+        if bar is not None:
+            bar.close()
         fail(exc)
         return
+    if bar is not None:
+        bar.close()
     click.echo(f"downloaded {path}")
     click.echo(f"next: tryon weights convert {path} <output-dir>")
 

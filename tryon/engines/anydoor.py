@@ -29,6 +29,7 @@ from tryon.engines.base import (
     RenderRequest,
 )
 from tryon.errors import CanceledError, ConfigError, InvalidInputError, WeightsNotFoundError
+from tryon.types import MaskMode
 
 if TYPE_CHECKING:
     import torch
@@ -110,8 +111,8 @@ def reference_cache_names(
     The prepared reference depends on the pixels, the preprocessing version, the expand ratio
     and the reference size; the tokens additionally on the weights, the dtype and the device
     type (GPU kernels round differently from CPU ones), so each name hashes all of them and a
-    name never changes meaning. The weights checksum is in the reference's name too: an entry
-    in ``Garment.derived`` is a unit per model version.
+    name never changes meaning. The weights checksum is in the reference's name too, so the
+    pair is a unit per model version.
     """
     from tryon.anydoor.preprocess import PREPROCESS_VERSION
 
@@ -301,6 +302,9 @@ class AnyDoorEngine:
                     callback_on_step_end=on_step,
                     interrupt=should_cancel,
                     expand_ratio=REFERENCE_EXPAND_RATIO,
+                    # the official demo's shape control: the hint's mask channel is the
+                    # person's shape instead of the box (the HF map still fills the box)
+                    shape_mask=request.mask_mode is MaskMode.SHAPE,
                     reference=reference,
                     reference_tokens=tokens,
                 )
@@ -316,6 +320,7 @@ class AnyDoorEngine:
                 "control_strength": p.control_strength,
                 "num_samples": p.num_samples,
                 "seeds": [int(s) for s in p.seeds],
+                "mask": str(request.mask_mode),
             },
             "device": self._device,
             "dtype": self._dtype,

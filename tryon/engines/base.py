@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from tryon.types import Box, Category
+from tryon.types import Box, Category, MaskMode
 
 #: Called after each denoising step (or stage) with (step_index_1_based, total_steps).
 ProgressCallback = Callable[[int, int], None]
@@ -56,8 +56,14 @@ class RenderRequest:
     #: True when the caller gave the box explicitly: it is authoritative and engines must not
     #: re-fit the garment to the landmarks (which may still be passed along for masks/shading)
     explicit_box: bool = False
+    #: ``shape`` when ``target_mask`` is the person's shape inside the box (AnyDoor then uses it
+    #: as the hint's mask channel, like the official demo's shape control); ``box`` otherwise
+    mask_mode: MaskMode = MaskMode.BOX
     #: where an engine may keep derived data of this garment (ignored by engines without any)
     reference_cache: ReferenceCache | None = None
+    #: the person's segmentation, float ``(H, W)`` in [0, 1] or bool, when known (the preview
+    #: engine keeps the arms and hands that lie on it in front of the garment)
+    person_mask: NDArray[np.floating[Any]] | NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True)

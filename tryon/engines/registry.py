@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from tryon.config import Settings
@@ -81,6 +81,27 @@ def default_engine_name(settings: Settings) -> str:
     if settings.default_engine:
         return settings.default_engine
     return ANYDOOR if settings.weights else PREVIEW
+
+
+def engines_for_queues(settings: Settings, queues: Collection[str]) -> list[str]:
+    """The engines a worker consuming logical ``queues`` can run with ``settings``: the
+    available ones whose queue (:func:`tryon.celeryconf.queue_for_engine`) it consumes."""
+    from tryon.celeryconf import queue_for_engine
+
+    return [n for n in available_engines(settings) if queue_for_engine(n) in queues]
+
+
+def choose_default_engine(configured: str, advertised: Collection[str]) -> str | None:
+    """The engine of a try-on that names none, decided by the service from what its workers
+    advertise (never from the API host's own weights): ``TRYON_DEFAULT_ENGINE`` when set,
+    else ``anydoor`` when some worker advertises it, else ``preview`` when one does, else the
+    first advertised name; None when no worker advertises anything."""
+    if configured:
+        return configured
+    for name in (ANYDOOR, PREVIEW):
+        if name in advertised:
+            return name
+    return min(advertised) if advertised else None
 
 
 def _load_factory(name: str, target: str) -> Callable[[Settings], Any]:

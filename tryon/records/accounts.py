@@ -93,18 +93,27 @@ def _aware(dt: datetime) -> datetime:
 
 def authenticate(session: Session, plaintext: str, *, now: datetime | None = None) -> Account | None:
     """The account owning a valid key, or None (unknown, revoked, expired, deleted account)."""
+    row = authenticate_key(session, plaintext, now=now)
+    return None if row is None else row.account
+
+
+def authenticate_key(session: Session, plaintext: str, *, now: datetime | None = None) -> ApiKey | None:
+    """The valid key row for ``plaintext`` (its account live), else None."""
     if not plaintext or not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
         return None
     digest = hash_key(plaintext)
     row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
+    return row if key_is_valid(row, now=now) else None
+
+
+def key_is_valid(row: ApiKey, *, now: datetime | None = None) -> bool:
+    """Not revoked, not expired, and its account not deleted. The web pages re-check a signed-in
+    session's key with this on every request, so revoking the key ends the session too."""
     now = now or utcnow()
     if row.revoked_at is not None:
-        return None
+        return False
     if row.expires_at is not None and _aware(row.expires_at) <= now:
-        return None
-    account = row.account
-    if account.deleted_at is not None:
-        return None
-    return account
+        return False
+    return row.account.deleted_at is None

@@ -108,6 +108,63 @@ def cancel_open_jobs(session: Session, job_ids: Iterable[str]) -> int:
     return n
 
 
+def delete_photos(session: Session, storage: Storage, photo_ids: Iterable[str], *,
+                  keep_rows: bool, now: datetime | None = None) -> tuple[int, int, int, int]:
+    """Delete photos and everything made from them, objects before rows (the one path for a
+    shopper's ``DELETE /v1/photos/{id}`` and for retention). Commits itself.
+
+    1. cancel their open jobs and commit (running workers are fenced out from here on);
+    2. delete the objects: image, person mask, every output under each job's prefix (a storage
+       failure raises here, before any row changed, so the call can simply be repeated);
+    3. rows: ``keep_rows`` (a shopper's delete) marks the photos deleted and drops the result
+       rows, so the jobs still answer with ``results_expired``; else the photos and their jobs
+       go, with results and deliveries;
+    4. commit.
+
+    Returns ``(jobs canceled, objects, jobs deleted, results deleted)``.
+    """
+    from tryon.storage import job_prefix
+
+    photo_ids = list(photo_ids)
+    photos = session.execute(
+        select(Photo.id, Photo.image_key, Photo.person_mask_key, Photo.deleted_at)
+        .where(Photo.id.in_(photo_ids))).all()
+    job_rows = session.execute(
+        select(TryOnJob.id, TryOnJob.owner_id, TryOnJob.status)
+        .where(TryOnJob.photo_id.in_(photo_ids))).all()
+    # 1. fence running workers out
+    canceled = cancel_open_jobs(
+        session, [j.id for j in job_rows if j.status in ("queued", "running")])
+    session.commit()
+    # 2. objects
+    objects = 0
+    for p in photos:
+        if p.deleted_at is None:  # a deleted photo's objects are gone already
+            for key in (p.image_key, p.person_mask_key):
+                if key:
+                    storage.delete(key)
+                    objects += 1
+    for j in job_rows:
+        objects += storage.delete_prefix(job_prefix(j.owner_id, j.id))
+    # 3. rows
+    job_ids = [j.id for j in job_rows]
+    if keep_rows:
+        n_jobs = 0
+        n_results = session.execute(
+            delete(TryOnResult).where(TryOnResult.job_id.in_(job_ids)),
+            execution_options={"synchronize_session": False}).rowcount  # type: ignore[attr-defined]
+        for photo in session.scalars(select(Photo).where(Photo.id.in_(photo_ids))):
+            photo.deleted_at = photo.deleted_at or now or utcnow()
+    else:
+        n_jobs, n_results = delete_job_rows(session, job_ids)
+        session.execute(delete(Photo).where(Photo.id.in_(photo_ids)),
+                        execution_options={"synchronize_session": False})
+    # 4.
+    session.commit()
+    session.expire_all()  # bulk deletes bypassed the identity map
+    return canceled, objects, n_jobs, n_results
+
+
 def _sweep(storage: Storage, owner_id: str, stray_keys: Iterable[str]) -> int:
     prefixes = owner_prefixes(owner_id)
     count = 0

@@ -19,23 +19,28 @@ the state they compare (reads select columns, writes are ``synchronize_session=F
 
 Time: every comparison uses :func:`db_now` (the database clock on PostgreSQL), so workers and the
 reaper never compare their own wall clocks. Tests pass ``now=`` explicitly.
+
+Neighbours: the webhook outbox rows a terminal transition writes are :mod:`tryon.records.outbox`;
+the reaper's pass is :mod:`tryon.records.reaping`; ops counts are :mod:`tryon.records.stats`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, and_, func, literal, or_, select, update
+from sqlalchemy import DateTime, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from tryon.errors import ConflictError, NotFoundError
-from tryon.records.models import TryOnJob, TryOnResult, WebhookDelivery
+from tryon.records.clock import aware as _aware
+from tryon.records.clock import db_now
+from tryon.records.models import TryOnJob, TryOnResult
+from tryon.records.outbox import add_terminal_event
 from tryon.types import JobStatus
 
 log = logging.getLogger(__name__)
@@ -52,50 +57,6 @@ WORKER_LOST = "worker_lost"
 TIMEOUT = "timeout"
 
 _NO_SYNC = {"synchronize_session": False}
-
-
-# --------------------------------------------------------------------------------------
-# time
-
-
-def db_now(session: Session) -> datetime:
-    """The database's current time, timezone-aware UTC.
-
-    PostgreSQL: ``clock_timestamp()`` (not ``now()``, which is frozen at transaction start).
-    SQLite is single-host by construction (one file), so the host clock *is* the database clock.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        value = session.execute(select(func.clock_timestamp())).scalar_one()
-        return _aware(value)
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-# --------------------------------------------------------------------------------------
-# seeds
-
-
-def derive_seed(job_id: str, index: int) -> int:
-    """The seed of sample ``index`` of job ``job_id``: a pure function of its arguments.
-
-    A re-run (redelivery, reaper re-queue) of the same job therefore samples the same noise, so a
-    duplicate run cannot return a visibly different result. Range ``[0, 2**31)`` (fits a signed
-    32-bit column and every torch generator).
-    """
-    digest = hashlib.sha256(f"tryon-seed:{job_id}:{int(index)}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
-
-
-def job_seeds(job_id: str, num_samples: int, seed: int | None = None) -> tuple[int, ...]:
-    """Seeds for ``num_samples`` samples: ``seed, seed+1, ...`` when the client gave one, else
-    :func:`derive_seed` per index."""
-    if seed is None:
-        return tuple(derive_seed(job_id, i) for i in range(num_samples))
-    return tuple((int(seed) + i) & 0x7FFF_FFFF for i in range(num_samples))
 
 
 # --------------------------------------------------------------------------------------
@@ -247,19 +208,6 @@ def try_claim(
     return Claim(ClaimOutcome.CLAIMED, attempt + 1)
 
 
-def claim_job(
-    session: Session,
-    job_id: str,
-    worker_id: str,
-    now: datetime | None = None,
-    *,
-    stale_after_s: float | None = None,
-) -> int | None:
-    """:func:`try_claim` reduced to the fencing token (``None`` when not claimed)."""
-    claim = try_claim(session, job_id, worker_id, now=now, stale_after_s=stale_after_s)
-    return claim.attempt if claim.outcome is ClaimOutcome.CLAIMED else None
-
-
 # --------------------------------------------------------------------------------------
 # the running attempt's own writes (all fenced on status=running AND attempt=N)
 
@@ -291,19 +239,6 @@ def heartbeat(
         .execution_options(**_NO_SYNC)
     )
     return res.rowcount == 1  # type: ignore[attr-defined]
-
-
-def still_owner(session: Session, job_id: str, attempt: int) -> bool:
-    """True while attempt ``attempt`` owns the running job and no cancel was requested."""
-    row = session.execute(
-        select(TryOnJob.status, TryOnJob.attempt, TryOnJob.cancel_requested).where(
-            TryOnJob.id == job_id
-        )
-    ).one_or_none()
-    return bool(
-        row is not None and row.status == RUNNING and row.attempt == attempt
-        and not row.cancel_requested
-    )
 
 
 @dataclass(frozen=True)
@@ -381,54 +316,13 @@ def _set_terminal(
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return False
     job_id = _job_id_from(cond)
-    _add_terminal_event(session, job_id, status, now)
+    add_terminal_event(session, job_id, status, now)
     return True
 
 
 def _job_id_from(cond: list[Any]) -> str:
     # cond[0] is always ``TryOnJob.id == <value>``
     return str(cond[0].right.value)
-
-
-def event_id_for(job_id: str, attempt: int, status: str) -> str:
-    """The stable Standard Webhooks ``webhook-id`` of a job's terminal event.
-
-    One terminal transition per (job, attempt), so the id is unique and identical across
-    delivery retries; an ops retry (a later attempt) yields a new event."""
-    return f"msg_{job_id}_{attempt}_{status}"[:64]
-
-
-def _add_terminal_event(session: Session, job_id: str, status: str, now: datetime) -> None:
-    row = session.execute(
-        select(TryOnJob.webhook_url, TryOnJob.attempt, TryOnJob.error_code,
-               TryOnJob.error_message).where(TryOnJob.id == job_id)
-    ).one()
-    if not row.webhook_url:
-        return
-    event_type = f"tryon.{status}"
-    data: dict[str, Any] = {"id": job_id, "status": status}
-    if row.error_code:
-        data["error"] = {"code": row.error_code, "message": row.error_message or ""}
-    session.add(
-        WebhookDelivery(
-            event_id=event_id_for(job_id, row.attempt, status),
-            job_id=job_id,
-            event_type=event_type,
-            url=row.webhook_url,
-            payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
-            attempt=0,
-            status="pending",
-        )
-    )
-    session.flush()
-
-
-def pending_deliveries(session: Session, job_id: str | None = None) -> list[str]:
-    """Ids of webhook deliveries still ``pending`` (of one job, or all), oldest first."""
-    q = select(WebhookDelivery.id).where(WebhookDelivery.status == "pending")
-    if job_id is not None:
-        q = q.where(WebhookDelivery.job_id == job_id)
-    return list(session.execute(q.order_by(WebhookDelivery.created_at)).scalars())
 
 
 # --------------------------------------------------------------------------------------
@@ -498,198 +392,3 @@ def retry_job(session: Session, job_id: str, *, extra_attempts: int = 3) -> TryO
     return _load(session, job_id)
 
 
-# --------------------------------------------------------------------------------------
-# reaper
-
-
-@dataclass(frozen=True)
-class ReapReport:
-    """What one reaper pass did. ``republish``: (job id, queue) pairs whose message this pass
-    claimed the right to (re)publish; the caller publishes them after commit (and hands a
-    failed publish back with :func:`unmark_published` and ``at``, the claim's time)."""
-
-    requeued: tuple[str, ...] = ()
-    failed: tuple[str, ...] = ()
-    republish: tuple[tuple[str, str], ...] = ()
-    at: datetime | None = field(default=None, compare=False)
-
-
-#: the republish interval doubles per message already published, at most 2**6 times
-REPUBLISH_BACKOFF_MAX_EXP = 6
-
-
-def republish_delay_s(publish_count: int, republish_after_s: float) -> float:
-    """How long after its last publish a ``queued`` job is published again:
-    ``republish_after_s * 2**min(publish_count - 1, 6)`` (``publish_count <= 1``: the base).
-
-    A message may simply be waiting behind a backlog; re-sending it on a fixed interval would
-    multiply the backlog (N jobs waiting W seconds -> ~N*W/interval duplicates). Doubling keeps
-    it to ~N*log2(W/interval) while a lost message is still re-sent after the base interval."""
-    return republish_after_s * 2 ** min(max(publish_count - 1, 0), REPUBLISH_BACKOFF_MAX_EXP)
-
-
-def _republish_due(now: datetime, republish_after_s: float, unpublished_grace_s: float) -> Any:
-    """SQL condition (portable: no interval arithmetic in SQL) for a queued row whose message is
-    due: never published and committed more than ``unpublished_grace_s`` ago, or published
-    longer ago than :func:`republish_delay_s` of its ``publish_count``."""
-    top = REPUBLISH_BACKOFF_MAX_EXP
-    levels = []
-    for k in range(top + 1):
-        count = k + 1
-        if k == 0:
-            which = TryOnJob.publish_count <= count
-        elif k == top:
-            which = TryOnJob.publish_count >= count
-        else:
-            which = TryOnJob.publish_count == count
-        cutoff = now - timedelta(seconds=republish_delay_s(count, republish_after_s))
-        levels.append(and_(which, TryOnJob.published_at < cutoff))
-    return or_(
-        and_(TryOnJob.published_at.is_(None),
-             TryOnJob.created_at < now - timedelta(seconds=unpublished_grace_s)),
-        *levels,
-    )
-
-
-def reap(
-    session: Session,
-    now: datetime | None = None,
-    *,
-    stale_after_s: float = 30.0,
-    republish_after_s: float = 30.0,
-    unpublished_grace_s: float = 5.0,
-    limit: int = 500,
-) -> ReapReport:
-    """One reaper pass (safe to run concurrently with itself, workers and the API).
-
-    1. ``running`` jobs with ``heartbeat_at`` older than ``stale_after_s``: back to ``queued``
-       when ``attempt < max_attempts``, else ``failed``/``worker_lost``.
-    2. ``queued`` jobs never published (committed more than ``unpublished_grace_s`` ago) or
-       published more than :func:`republish_delay_s` ago (``republish_after_s`` doubled per
-       message already sent, so a message merely waiting in a backlog is not multiplied): claim
-       the republish by setting ``published_at`` and ``publish_count + 1`` with a CAS on the
-       same condition, so two concurrent reapers publish each job once. The caller publishes
-       after commit; duplicates are harmless anyway (claim CAS).
-    """
-    now = now or db_now(session)
-    stale = now - timedelta(seconds=stale_after_s)
-    requeued: list[str] = []
-    failed: list[str] = []
-    republish: list[tuple[str, str]] = []
-
-    rows = session.execute(
-        select(TryOnJob.id, TryOnJob.attempt, TryOnJob.max_attempts, TryOnJob.queue)
-        .where(TryOnJob.status == RUNNING,
-               or_(TryOnJob.heartbeat_at.is_(None), TryOnJob.heartbeat_at < stale))
-        .order_by(TryOnJob.created_at).limit(limit)
-    ).all()
-    for job_id, attempt, max_attempts, queue in rows:
-        cond = [TryOnJob.id == job_id, TryOnJob.status == RUNNING, TryOnJob.attempt == attempt,
-                or_(TryOnJob.heartbeat_at.is_(None), TryOnJob.heartbeat_at < stale)]
-        if attempt >= max_attempts:
-            if _set_terminal(session, cond, FAILED, now, error_code=WORKER_LOST,
-                             error_message=f"No heartbeat from attempt {attempt} of "
-                             f"{max_attempts}; gave up."):
-                failed.append(job_id)
-            continue
-        res = session.execute(
-            update(TryOnJob).where(*cond)
-            .values(status=QUEUED, stage="queued", progress=0.0, heartbeat_at=None,
-                    published_at=now, publish_count=1)
-            .execution_options(**_NO_SYNC)
-        )
-        if res.rowcount == 1:  # type: ignore[attr-defined]
-            requeued.append(job_id)
-            republish.append((job_id, queue))
-
-    due = _republish_due(now, republish_after_s, unpublished_grace_s)
-    due_rows = session.execute(
-        select(TryOnJob.id, TryOnJob.queue).where(TryOnJob.status == QUEUED, due)
-        .order_by(TryOnJob.created_at).limit(limit)
-    ).all()
-    for job_id, queue in due_rows:
-        res = session.execute(
-            update(TryOnJob).where(TryOnJob.id == job_id, TryOnJob.status == QUEUED, due)
-            .values(published_at=now, publish_count=TryOnJob.publish_count + 1)
-            .execution_options(**_NO_SYNC)
-        )
-        if res.rowcount == 1:  # type: ignore[attr-defined]
-            republish.append((job_id, queue))
-    if requeued or failed or republish:
-        log.info("reap requeued=%d failed=%d republish=%d", len(requeued), len(failed),
-                 len(republish))
-    return ReapReport(tuple(requeued), tuple(failed), tuple(republish), at=now)
-
-
-def reap_webhooks(
-    session: Session,
-    now: datetime | None = None,
-    *,
-    first_publish_after_s: float = 30.0,
-    overdue_grace_s: float = 30.0,
-    limit: int = 500,
-) -> list[str]:
-    """Claim the ``pending`` webhook deliveries whose message looks lost, oldest first:
-
-    * no attempt scheduled (``next_attempt_at`` NULL: the first publish after the terminal
-      transition) and created more than ``first_publish_after_s`` ago;
-    * a scheduled attempt (``next_attempt_at``, set with each retry) overdue by more than
-      ``overdue_grace_s`` (the retry message was lost, e.g. the broker restarted empty).
-
-    Each claim is a CAS setting ``next_attempt_at = now``, so concurrent reapers publish a row
-    once and the same row is re-published at most once per ``overdue_grace_s``. The caller
-    publishes the returned ids after commit; a duplicate delivery is possible (receivers dedupe
-    on ``webhook-id``)."""
-    now = now or db_now(session)
-    due = and_(
-        WebhookDelivery.status == "pending",
-        or_(
-            and_(WebhookDelivery.next_attempt_at.is_(None),
-                 WebhookDelivery.created_at < now - timedelta(seconds=first_publish_after_s)),
-            WebhookDelivery.next_attempt_at < now - timedelta(seconds=overdue_grace_s),
-        ),
-    )
-    ids = session.execute(
-        select(WebhookDelivery.id).where(due).order_by(WebhookDelivery.created_at).limit(limit)
-    ).scalars().all()
-    claimed: list[str] = []
-    for delivery_id in ids:
-        res = session.execute(
-            update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, due)
-            .values(next_attempt_at=now).execution_options(**_NO_SYNC)
-        )
-        if res.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(delivery_id)
-    return claimed
-
-
-# --------------------------------------------------------------------------------------
-# ops
-
-
-def queue_stats(session: Session, now: datetime | None = None) -> dict[str, Any]:
-    """Counts by status (overall and per queue) and the age in seconds of the oldest queued and
-    oldest running job (``None`` when there is none)."""
-    now = now or db_now(session)
-    counts = {s.value: 0 for s in JobStatus}
-    by_queue: dict[str, dict[str, int]] = {}
-    for queue, status, n in session.execute(
-        select(TryOnJob.queue, TryOnJob.status, func.count()).group_by(
-            TryOnJob.queue, TryOnJob.status)
-    ):
-        counts[status] = counts.get(status, 0) + n
-        by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = n
-    oldest_q = session.execute(
-        select(func.min(TryOnJob.created_at)).where(TryOnJob.status == QUEUED)).scalar()
-    oldest_r = session.execute(
-        select(func.min(TryOnJob.started_at)).where(TryOnJob.status == RUNNING)).scalar()
-
-    def age(ts: datetime | None) -> float | None:
-        return None if ts is None else max(0.0, (now - _aware(ts)).total_seconds())
-
-    return {
-        "counts": counts,
-        "by_queue": by_queue,
-        "oldest_queued_age_s": age(oldest_q),
-        "oldest_running_age_s": age(oldest_r),
-    }

@@ -93,10 +93,6 @@ class Garment(Base):
     image_sha256: Mapped[str] = mapped_column(String(64), default="")
     width: Mapped[int] = mapped_column(Integer, default=0)
     height: Mapped[int] = mapped_column(Integer, default=0)
-    #: derived data per model version (written by the worker, objects under
-    #: ``derived/<owner>/<garment>/``): {"<weights sha>:<preprocess>:<dtype>:<device>":
-    #: {"reference_key": prepared reference + HF map (npz), "tokens_key": ID tokens (npz)}}
-    derived: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -116,6 +112,11 @@ class Photo(Base):
     verdicts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: {category: Placement.to_dict()}
     placements: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: {category: the pre-flight error's message and details} for unusable categories
+    verdict_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: ``{"spans": {...}, "on_body": [...]}`` from the analysis: what a placement recomputed
+    #: for another garment length needs besides the pose (None for older photos)
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     #: the person segmentation (grayscale PNG, 255 = person) for shape-aware target masks
     person_mask_key: Mapped[str | None] = mapped_column(String(300), default=None)
     consent_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -206,3 +207,27 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WorkerProcess(Base):
+    """One worker process that can run jobs (a Celery pool child), as it advertises itself.
+
+    Written when the process starts and refreshed by its heartbeat thread; a row whose
+    ``heartbeat_at`` is older than ``TRYON_STALE_AFTER_S`` is a worker that is gone. The API
+    admits a try-on only for an engine some live row advertises (``engines``), so its own
+    environment (``TRYON_WEIGHTS``) never decides what the workers can run.
+    """
+
+    __tablename__ = "worker_processes"
+
+    #: ``<hostname>:<pid>``, the value the process writes to ``TryOnJob.worker_id``
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: logical queues consumed (``gpu``, ``cpu``)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: engines this process can run (each on the queue ``queue_for_engine`` names)
+    engines: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: loading | ready | failed: the engines are loaded (``failed``: see ``error``)
+    state: Mapped[str] = mapped_column(String(16), default="loading")
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

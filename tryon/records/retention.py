@@ -32,9 +32,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tryon.records.erasure import cancel_open_jobs, delete_job_rows
+from tryon.records.erasure import delete_photos
 from tryon.records.models import Photo, TryOnJob, TryOnResult
-from tryon.storage import Storage, job_prefix
+from tryon.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,19 @@ class PurgeReport:
     objects: int = 0
     #: objects under ``results/`` that no row points at, deleted by the orphan sweep
     orphans: int = 0
+    #: local temp files of killed writes, deleted by the orphan sweep (counted apart: they are
+    #: no objects, and a young one is left for a later pass)
+    temp_files: int = 0
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one :func:`sweep_result_orphans` call removed."""
+
+    #: result objects no row points at and no live attempt can still claim
+    objects: int = 0
+    #: ``.tmp-*.part`` files of writes killed before their rename (local storage only)
+    temp_files: int = 0
 
 
 def purge_expired(
@@ -67,35 +80,13 @@ def purge_expired(
     photos = canceled = n_jobs = n_results = objects = 0
     if photo_ttl_s > 0:
         cutoff = now - timedelta(seconds=photo_ttl_s)
-        rows = session.execute(
-            select(Photo.id, Photo.owner_id, Photo.image_key, Photo.person_mask_key,
-                   Photo.deleted_at)
-            .where(Photo.created_at < cutoff).order_by(Photo.created_at).limit(batch)
-        ).all()
-        if rows:
-            photo_ids = [r.id for r in rows]
-            job_rows = session.execute(
-                select(TryOnJob.id, TryOnJob.owner_id, TryOnJob.status)
-                .where(TryOnJob.photo_id.in_(photo_ids))
-            ).all()
-            canceled = cancel_open_jobs(
-                session, [j.id for j in job_rows if j.status in ("queued", "running")])
-            session.commit()  # fence running workers out before anything is deleted
-            for r in rows:
-                if r.deleted_at is None:  # a deleted photo's objects are gone already
-                    storage.delete(r.image_key)
-                    objects += 1
-                    if r.person_mask_key:
-                        storage.delete(r.person_mask_key)
-                        objects += 1
-            for j in job_rows:
-                objects += storage.delete_prefix(job_prefix(j.owner_id, j.id))
-            n_jobs, n_results = delete_job_rows(session, [j.id for j in job_rows])
-            photos = session.execute(
-                delete(Photo).where(Photo.id.in_(photo_ids)),
-                execution_options={"synchronize_session": False},
-            ).rowcount  # type: ignore[attr-defined]
-            session.commit()
+        photo_ids = list(session.scalars(
+            select(Photo.id).where(Photo.created_at < cutoff).order_by(Photo.created_at)
+            .limit(batch)))
+        if photo_ids:
+            canceled, objects, n_jobs, n_results = delete_photos(
+                session, storage, photo_ids, keep_rows=False)
+            photos = len(photo_ids)
     if result_ttl_s > 0:
         cutoff = now - timedelta(seconds=result_ttl_s)
         results = session.execute(
@@ -127,9 +118,12 @@ _OPEN = ("queued", "running")
 STALE_TEMP_S = 300.0
 
 
-def sweep_result_orphans(session: Session, storage: Storage, *, batch: int = 500) -> int:
+def sweep_result_orphans(session: Session, storage: Storage, *, batch: int = 500,
+                         temp_min_age_s: float = STALE_TEMP_S) -> SweepReport:
     """Delete result objects that no ``TryOnResult`` row points at and that no live attempt
-    can still claim; return how many were deleted. Kept: the keys of result rows, and the
+    can still claim, and (local storage) temp files older than ``temp_min_age_s``; return how
+    many of each were deleted. ``temp_min_age_s=0`` is only safe when no writer can be running
+    (every worker stopped): a younger temp file may be a write in progress. Kept: the keys of result rows, and the
     objects of a job's current attempt while the job is queued or running (its finish may
     still record them). Everything else under a job (lost attempts, a fenced run's late
     writes, a deleted job's leftovers) goes. Lists storage first, then reads the rows, so an
@@ -159,9 +153,11 @@ def sweep_result_orphans(session: Session, storage: Storage, *, batch: int = 500
                 storage.delete(key)
                 deleted += 1
     # local storage: temp files of writes killed before their rename (no key names them)
+    temp_files = 0
     clean = getattr(storage, "delete_stale_temp_files", None)
     if clean is not None:
-        deleted += clean("results", STALE_TEMP_S)
-    if deleted:
-        log.info("orphan sweep: deleted %d result objects no row points at", deleted)
-    return deleted
+        temp_files = clean("results", temp_min_age_s)
+    if deleted or temp_files:
+        log.info("orphan sweep: deleted %d result objects no row points at and %d temp files "
+                 "of killed writes", deleted, temp_files)
+    return SweepReport(deleted, temp_files)

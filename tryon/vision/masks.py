@@ -69,21 +69,6 @@ def _check_mask(mask: Any, shape: tuple[int, int] | None, name: str) -> NDArray[
     return arr
 
 
-def count_people(
-    person_mask: NDArray[Any], *, min_fraction: float = 0.03, threshold: float = 0.5
-) -> int:
-    """Number of separate person regions covering at least ``min_fraction`` of the image each.
-
-    ``person_mask``: ``(H, W)`` float in ``[0, 1]`` (thresholded at ``threshold``) or bool.
-    People who touch or overlap in the photo form one region and count once.
-    """
-    arr = _check_mask(person_mask, None, "person_mask")
-    binary = (arr >= threshold if arr.dtype != np.bool_ else arr).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    areas = stats[1:n, cv2.CC_STAT_AREA]
-    return int(np.count_nonzero(areas >= min_fraction * binary.size))
-
-
 def box_mask(box: Box, image_size: tuple[int, int]) -> NDArray[np.bool_]:
     """bool ``(H, W)`` with True inside ``box`` (clipped to the image)."""
     w, h = image_size
@@ -148,6 +133,13 @@ _WORK_SIDE = 384  # analyse at most this long a side; the mask is scaled back up
 _BORDER_FRACTION = 0.02
 _INLIER_DISTANCE = 18.0
 _MIN_AREA, _MAX_AREA = 0.02, 0.95
+#: a backdrop whose border strip has more than this share of strong edges is textured
+#: (brick, tiles, wood): its pattern lines look like garment edges to the colour model
+_TEXTURED_EDGES = 0.12
+_EDGE_STRENGTH = 60.0  # Sobel magnitude on the blurred 8-bit L channel
+#: on a textured backdrop the cut must survive an opening almost unchanged (no spikes along
+#: the pattern's lines) to be trusted
+_CLEAN_ON_TEXTURE = 0.99
 
 
 def _fill_holes(mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -173,6 +165,22 @@ def _largest_components(
     big = np.flatnonzero(areas >= keep * areas.max()) + 1
     out = np.isin(labels, big).astype(np.uint8)
     return out, float(areas.max() / areas.sum())
+
+
+def _edge_share(lab: NDArray[np.float32], region: NDArray[np.bool_]) -> float:
+    """Share of ``region``'s pixels on a strong lightness edge."""
+    light = cv2.GaussianBlur(lab[..., 0], (3, 3), 0)
+    mag = cv2.magnitude(cv2.Sobel(light, cv2.CV_32F, 1, 0), cv2.Sobel(light, cv2.CV_32F, 0, 1))
+    return float((mag[region] > _EDGE_STRENGTH).mean())
+
+
+def _cleanliness(cut: NDArray[np.uint8]) -> float:
+    """IoU of the cut with its opening by a disc 3 % of the long side: 1.0 for a smooth
+    outline, lower for spikes and threads."""
+    k = max(3, int(0.03 * max(cut.shape)) | 1)
+    opened = cv2.morphologyEx(cut, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    union = float(np.logical_or(cut, opened).sum())
+    return float(np.logical_and(cut, opened).sum()) / union if union else 0.0
 
 
 def _remove_background(image: NDArray[np.uint8]) -> tuple[NDArray[np.bool_], float]:
@@ -244,11 +252,17 @@ def _remove_background(image: NDArray[np.uint8]) -> tuple[NDArray[np.bool_], flo
     inter = float(np.logical_and(cut, clean_colour).sum())
     union = float(np.logical_or(cut, clean_colour).sum())
     agreement = inter / union if union else 0.0
-    border_term = float(np.clip((uniformity - 0.4) / 0.4, 0.0, 1.0))
+    # a tight product crop has the garment on up to ~half the border: full marks from 60 %
+    border_term = float(np.clip((uniformity - 0.4) / 0.2, 0.0, 1.0))
     score = border_term * agreement * largest_share
+    edges = _edge_share(lab, border)
+    clean = _cleanliness(cut)
+    if edges > _TEXTURED_EDGES and clean < _CLEAN_ON_TEXTURE:
+        score = 0.0
     log.debug(
-        "garment background removal: uniformity=%.3f agreement=%.3f largest=%.3f area=%.3f",
-        uniformity, agreement, largest_share, area,
+        "garment background removal: uniformity=%.3f agreement=%.3f largest=%.3f area=%.3f "
+        "border_edges=%.3f clean=%.3f",
+        uniformity, agreement, largest_share, area, edges, clean,
     )  # fmt: skip
     if scale < 1.0:
         up = cv2.resize(cut.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)

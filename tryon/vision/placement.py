@@ -10,7 +10,7 @@ towards the camera.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,14 +220,17 @@ def _mid(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
 class _Geometry:
     """Body measures from one pose; records which landmarks were used or estimated."""
 
-    def __init__(self, pose: PoseResult, min_visibility: float) -> None:
+    def __init__(
+        self, pose: PoseResult, min_visibility: float, on_body: Collection[int] = ()
+    ) -> None:
         self.pose = pose
         self.min_visibility = min_visibility
+        self.on_body = on_body
         self.used: list[int] = []
         self.estimated: list[str] = []
 
     def vis(self, idx: int) -> bool:
-        return self.pose.visible(idx, self.min_visibility)
+        return in_view(self.pose, idx, self.min_visibility, self.on_body)
 
     def pt(self, idx: int) -> tuple[float, float]:
         if idx not in self.used:
@@ -384,14 +387,57 @@ def _finish(
     return raw.clip(w, h), clipped
 
 
+#: which measured span widens which category, and the side margin (a fraction of the span)
+_SPAN_RULES: Mapping[Category, tuple[tuple[str, float], ...]] = {
+    Category.UPPER_BODY: (("torso", UPPER.side),),
+    Category.OUTERWEAR: (("torso", OUTER.side),),
+    Category.LOWER_BODY: (("legs", LOWER_SIDE / 4),),
+    Category.DRESS: (("torso", UPPER.side), ("legs", DRESS_SIDE / 4)),
+}
+
+
+def _widen_to_spans(
+    edges: tuple[float, float, float, float], cat: Category, spans: Mapping[str, Any] | None
+) -> tuple[float, float, float, float]:
+    if not spans:
+        return edges
+    x1, y1, x2, y2 = edges
+    for key, margin in _SPAN_RULES[cat]:
+        span = spans.get(key)
+        if not span:
+            continue
+        a, b = float(span[0]), float(span[1])
+        pad = margin * (b - a)
+        x1, x2 = min(x1, a - pad), max(x2, b + pad)
+    return x1, y1, x2, y2
+
+
+def in_view(
+    pose: PoseResult, idx: int, min_visibility: float = 0.5, on_body: Collection[int] = ()
+) -> bool:
+    """Landmark ``idx`` is in the image and either visible (``min_visibility``) or listed in
+    ``on_body``: lying on the person's own silhouette, i.e. hidden only by their own body
+    (a knee behind the other leg), which MediaPipe scores as barely visible."""
+    if pose.visible(idx, min_visibility):
+        return True
+    if idx not in on_body:
+        return False
+    x, y = pose.xy(idx)
+    w, h = pose.image_size
+    return 0.0 <= x < w and 0.0 <= y < h
+
+
 def missing_landmarks(
-    pose: PoseResult, category: Category | str, min_visibility: float = 0.5
+    pose: PoseResult,
+    category: Category | str,
+    min_visibility: float = 0.5,
+    on_body: Collection[int] = (),
 ) -> list[str]:
-    """Names of ``category``'s required landmarks that are not visible in ``pose``."""
+    """Names of ``category``'s required landmarks that are not in view (see :func:`in_view`)."""
     return [
         LANDMARK_NAMES[i]
         for i in required_landmarks(category)
-        if not pose.visible(i, min_visibility)
+        if not in_view(pose, i, min_visibility, on_body)
     ]
 
 
@@ -403,6 +449,8 @@ def compute_placement(
     offsets: Mapping[str, int] | None = None,
     explicit_box: Box | None = None,
     min_visibility: float = 0.5,
+    spans: Mapping[str, Any] | None = None,
+    on_body: Collection[int] = (),
 ) -> Placement:
     """Target box for a ``category`` garment on the person in ``pose``.
 
@@ -410,7 +458,12 @@ def compute_placement(
     the lower edge to ``anchor + r·(regular lower edge − anchor)`` (see :data:`PLACEMENT_TABLE`).
     ``offsets``: pixels to grow each edge (``left``/``top``/``right``/``bottom``; negative
     shrinks). ``explicit_box``: use this box instead of the rule (offsets still apply); the pose
-    then only supplies the image size. The result is clipped to the image.
+    then only supplies the image size. ``spans``: measured body widths in the pose's pixels
+    (:func:`tryon.vision.body.silhouette_spans`); the box's sides then cover at least the
+    silhouette's torso (upper body, outerwear, dress) or legs (lower body, dress), plus the
+    category's side margin, so a person turned sideways keeps a box as deep as their body.
+    The result is clipped to the image. ``on_body``: landmark indices that lie on the
+    person's silhouette; they count as in view even when MediaPipe scores them as occluded.
 
     Raises PoseNotUsableError (``details["missing"]`` names the landmarks) when a required
     landmark has visibility below ``min_visibility`` or lies outside the image, or when the box
@@ -435,7 +488,7 @@ def compute_placement(
         return Placement(box, cat, "explicit", length_value, clipped)
 
     # 3. Required landmarks
-    missing = missing_landmarks(pose, cat, min_visibility)
+    missing = missing_landmarks(pose, cat, min_visibility, on_body)
     if missing:
         pretty = ", ".join(m.replace("_", " ") for m in missing)
         raise PoseNotUsableError(
@@ -443,10 +496,11 @@ def compute_placement(
             f"and they are not: {pretty}. Take a photo facing the camera with them visible.",
             missing=missing,
             category=cat.value,
+            reason="missing_landmarks",
         )
 
     # 4. Rule
-    g = _Geometry(pose, min_visibility)
+    g = _Geometry(pose, min_visibility, on_body)
     if cat is Category.UPPER_BODY:
         edges = _upper(g, UPPER, length_value)
     elif cat is Category.OUTERWEAR:
@@ -455,6 +509,7 @@ def compute_placement(
         edges = _lower(g, length_value)
     else:
         edges = _dress(g, length_value)
+    edges = _widen_to_spans(edges, cat, spans)
 
     # 5. Offsets, clip
     box, clipped = _finish(_apply_offsets(edges, offsets), (w, h))
@@ -463,6 +518,7 @@ def compute_placement(
             "The garment area falls outside the photo: take a photo with your body in view.",
             missing=[],
             category=cat.value,
+            reason="outside_photo",
         )
     return Placement(box, cat, g.rule(cat, length_value), length_value, clipped)
 

@@ -154,6 +154,28 @@ class PoseResult:
         """Pixel position of landmark ``idx``."""
         return float(self.landmarks[idx, 0]), float(self.landmarks[idx, 1])
 
+    def mapped(
+        self, scale: float, offset: tuple[float, float], image_size: tuple[int, int]
+    ) -> PoseResult:
+        """The same pose in another image's pixels: ``x' = (x + dx) * scale`` (likewise y).
+
+        For a pose found in a tile (``offset`` = the tile's corner) or in a downscaled copy
+        (``scale`` = full size / analysed size). ``z`` is in units of the analysed width, so
+        it is kept as is."""
+        lms = self.landmarks.copy()
+        lms[:, 0] = (lms[:, 0] + offset[0]) * scale
+        lms[:, 1] = (lms[:, 1] + offset[1]) * scale
+        return PoseResult(landmarks=lms, world=self.world, image_size=image_size)
+
+    def visible_box(self, min_visibility: float = 0.5) -> tuple[float, float, float, float]:
+        """``(x1, y1, x2, y2)`` around the visible landmarks (all landmarks if none is)."""
+        vis = self.landmarks[self.landmarks[:, 3] >= min_visibility]
+        pts = vis if len(vis) else self.landmarks
+        w, h = self.image_size
+        xs = np.clip(pts[:, 0], 0, w)
+        ys = np.clip(pts[:, 1], 0, h)
+        return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
     def visible_count(self, min_visibility: float = 0.5) -> int:
         return sum(self.visible(i, min_visibility) for i in range(NUM_LANDMARKS))
 
@@ -225,8 +247,11 @@ class PoseEstimator(GraphOwner):
     the MediaPipe wheel; 0 and 2 would try to download weights.
     """
 
-    def __init__(self, *, min_detection_confidence: float = 0.5) -> None:
+    def __init__(
+        self, *, min_detection_confidence: float = 0.5, enable_segmentation: bool = True
+    ) -> None:
         self.min_detection_confidence = min_detection_confidence
+        self.enable_segmentation = enable_segmentation
         self._graph: Any = None
 
     def _ensure_graph(self) -> Any:
@@ -236,7 +261,7 @@ class PoseEstimator(GraphOwner):
             self._graph = mp.solutions.pose.Pose(
                 static_image_mode=True,
                 model_complexity=1,
-                enable_segmentation=False,
+                enable_segmentation=self.enable_segmentation,
                 min_detection_confidence=self.min_detection_confidence,
             )
             log.debug("mediapipe pose graph created")
@@ -245,6 +270,19 @@ class PoseEstimator(GraphOwner):
     def estimate(self, image: NDArray[np.uint8]) -> PoseResult | None:
         """Return the most prominent person's pose in ``image`` (uint8 ``(H, W, 3)`` RGB),
         or None when MediaPipe finds no person."""
+        found = self.detect(image)
+        return None if found is None else found[0]
+
+    def detect(
+        self, image: NDArray[np.uint8]
+    ) -> tuple[PoseResult, NDArray[np.float32] | None] | None:
+        """The most prominent person's pose and that person's own silhouette.
+
+        The silhouette is the pose graph's segmentation: float32 ``(H, W)`` in [0, 1], computed
+        in the person's region of interest only (other people and clutter stay 0, unlike the
+        selfie segmenter's scene-wide mask); None when segmentation is disabled. Returns None
+        when MediaPipe's person detector finds nobody.
+        """
         arr = check_rgb_image(image)
         h, w = arr.shape[:2]
         result = self._ensure_graph().process(arr)
@@ -261,5 +299,6 @@ class PoseEstimator(GraphOwner):
             )
         else:
             world = np.zeros((NUM_LANDMARKS, 4), dtype=np.float32)
-        return PoseResult(landmarks=lms, world=world, image_size=(w, h))
-
+        mask = getattr(result, "segmentation_mask", None)
+        silhouette = None if mask is None else np.asarray(mask, dtype=np.float32)
+        return PoseResult(landmarks=lms, world=world, image_size=(w, h)), silhouette

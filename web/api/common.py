@@ -12,7 +12,7 @@ from flask import request
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
-from tryon.errors import ConflictError, InvalidInputError, UnsupportedMediaTypeError
+from tryon.errors import InvalidInputError, UnsupportedMediaTypeError
 from web.inputs import CURSOR_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,21 +87,6 @@ def paginate(session: Session, stmt: Select[Any], model: Any, limit: int,
     rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
     nxt = _encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], nxt
-
-
-def cancel_open_job(session: Session, job_id: str) -> None:
-    """Cancel a job that was queued or running when its inputs were looked at, for a delete.
-
-    A worker may finish it between that look and the cancel: the job is then terminal, which is
-    all a delete needs, so ``job_not_cancelable`` is not an error here (it would roll back the
-    delete and answer 409).
-    """
-    from tryon.records.jobs import cancel_job
-
-    try:
-        cancel_job(session, job_id)
-    except ConflictError:
-        pass
 
 
 def read_upload(file: Any, max_bytes: int) -> bytes:

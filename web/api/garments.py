@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from apiflask import APIBlueprint
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from tryon.errors import NotFoundError
 from tryon.records.models import Garment, TryOnJob, utcnow
 from tryon.types import Role
-from web.api.common import AUTH_DOC, cancel_open_job, consumes, iso, paginate, read_upload
+from web.api.common import AUTH_DOC, consumes, iso, paginate, read_upload
 from web.auth import current_principal, roles
 from web.schemas import GarmentIn, GarmentOut, GarmentPage, PageQuery
 from web.services import db_session, services
@@ -31,7 +32,7 @@ def garment_dict(g: Garment) -> dict[str, Any]:
     }
 
 
-def _own_garment(garment_id: str) -> Garment:
+def own_garment(garment_id: str) -> Garment:
     g = db_session().get(Garment, garment_id)
     if g is None or g.deleted_at is not None or g.owner_id != current_principal().account_id:
         raise NotFoundError("Garment not found.", code="garment_not_found")
@@ -47,6 +48,33 @@ def _own_garment(garment_id: str) -> Garment:
 @bp.output(GarmentOut, status_code=201)
 def create_garment(form: dict[str, Any]) -> dict[str, Any]:
     """Upload a garment photo (multipart: image, category, length, name, sku, optional mask)."""
+    prepared = prepare_garment(form["image"], form.get("mask"))
+    g = record_garment(prepared, name=form.get("name") or "", sku=form.get("sku"),
+                       category=form["category"], length=form["length"])
+    return garment_dict(g)
+
+
+@dataclass(frozen=True)
+class PreparedGarment:
+    """A normalized garment image and its computed mask, stored but not yet recorded."""
+
+    owner_id: str
+    image_key: str
+    mask_key: str
+    mask_source: str
+    mask_score: float
+    image_sha256: str
+    width: int
+    height: int
+
+    def discard(self) -> None:
+        for key in (self.image_key, self.mask_key):
+            services().storage.delete(key)
+
+
+def prepare_garment(image_file: Any, mask_file: Any = None) -> PreparedGarment:
+    """Decode, normalize and mask an uploaded garment and store both files (the API and the
+    pages' approve-the-mask flow share this; :func:`record_garment` makes it a catalog row)."""
     import numpy as np
 
     from tryon.images import IntakeLimits, decode_mask, encode_png, normalize_upload
@@ -54,38 +82,43 @@ def create_garment(form: dict[str, Any]) -> dict[str, Any]:
     from tryon.vision.masks import garment_mask
 
     svc = services()
-    limits = IntakeLimits.from_settings(svc.settings)
+    limits = IntakeLimits.from_settings(svc.settings).for_garments()
     owner = current_principal().account_id
     # 1. decode and normalize (keeps transparency: a cut-out PNG is its own mask)
-    image = normalize_upload(read_upload(form["image"], limits.max_bytes), limits, keep_alpha=True)
+    image = normalize_upload(read_upload(image_file, limits.max_bytes), limits, keep_alpha=True)
     # 2. garment mask: uploaded, else alpha, else background removal (422 if not separable)
     uploaded = None
-    if form.get("mask") is not None:
-        uploaded = decode_mask(read_upload(form["mask"], limits.max_bytes), image.size, limits)
+    if mask_file is not None:
+        uploaded = decode_mask(read_upload(mask_file, limits.max_bytes), image.size, limits)
     gm = garment_mask(image.rgb, alpha=image.alpha, uploaded=uploaded)
     # 3. store the normalized image and the mask under server-made keys
     image_key = new_key("garments", owner, _EXT[image.content_type])
     mask_key = new_key("masks", owner, "png")
     svc.storage.put(image_key, image.encoded, image.content_type)
     svc.storage.put(mask_key, encode_png((gm.mask * 255).astype(np.uint8)), "image/png")
-    # 4. record
+    return PreparedGarment(owner, image_key, mask_key, gm.source, float(gm.score), image.sha256,
+                           image.size[0], image.size[1])
+
+
+def record_garment(prepared: PreparedGarment, *, name: str, sku: str | None, category: str,
+                   length: str) -> Garment:
+    """Commit the catalog row for stored garment files (they are deleted if that fails)."""
     session = db_session()
     g = Garment(
-        owner_id=owner, name=form.get("name") or "", sku=form.get("sku"),
-        category=form["category"], length=form["length"], image_key=image_key,
-        mask_key=mask_key, mask_source=gm.source, mask_score=float(gm.score),
-        image_sha256=image.sha256, width=image.size[0], height=image.size[1],
+        owner_id=prepared.owner_id, name=name, sku=sku, category=category, length=length,
+        image_key=prepared.image_key, mask_key=prepared.mask_key,
+        mask_source=prepared.mask_source, mask_score=prepared.mask_score,
+        image_sha256=prepared.image_sha256, width=prepared.width, height=prepared.height,
     )
     session.add(g)
     try:
         session.commit()
     except Exception:
         session.rollback()
-        for key in (image_key, mask_key):
-            svc.storage.delete(key)
+        prepared.discard()
         raise
-    log.info("garment=%s created owner=%s mask_source=%s", g.id, owner, gm.source)
-    return garment_dict(g)
+    log.info("garment=%s created owner=%s mask_source=%s", g.id, g.owner_id, g.mask_source)
+    return g
 
 
 @bp.get("")
@@ -108,7 +141,7 @@ def list_garments(query: dict[str, Any]) -> dict[str, Any]:
 @bp.output(GarmentOut)
 def get_garment(garment_id: str) -> dict[str, Any]:
     """Get one of your garments."""
-    return garment_dict(_own_garment(garment_id))
+    return garment_dict(own_garment(garment_id))
 
 
 @bp.delete("/<garment_id>")
@@ -118,24 +151,28 @@ def get_garment(garment_id: str) -> dict[str, Any]:
 def delete_garment(garment_id: str) -> tuple[str, int]:
     """Delete a garment: open try-ons using it are canceled, its files removed (with the
     engine data derived from it)."""
+    delete_garment_record(own_garment(garment_id))
+    return "", 204
+
+
+def delete_garment_record(g: Garment) -> None:
+    """Soft-delete ``g``: open try-ons using it are canceled, its files and every object derived
+    from it removed."""
+    from tryon.records.erasure import cancel_open_jobs
     from tryon.storage import derived_prefix
 
     svc = services()
     session = db_session()
-    g = _own_garment(garment_id)
     g.deleted_at = utcnow()
     keys = [g.image_key, g.mask_key]
-    # every derived object lives under this prefix, recorded in g.derived or not (a worker
-    # may have stored one and lost the race to record it)
+    # every derived object (engine caches, tryon.storage.derived_key) lives under this prefix
     prefix = derived_prefix(g.owner_id, g.id)
     open_jobs = session.scalars(
         select(TryOnJob.id).where(TryOnJob.garment_id == g.id,
                                   TryOnJob.status.in_(("queued", "running")))
     ).all()
-    for job_id in open_jobs:
-        cancel_open_job(session, job_id)
+    cancel_open_jobs(session, open_jobs)
     session.commit()
     for key in keys:
         svc.storage.delete(key)
     svc.storage.delete_prefix(prefix)
-    return "", 204

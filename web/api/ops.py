@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import current_app
 from sqlalchemy import select, text
 
 from tryon.records.models import TryOnJob
@@ -70,7 +69,7 @@ def broker_depth() -> dict[str, Any]:
 def queues() -> dict[str, Any]:
     """Job counts by status (overall and per queue), the age of the oldest queued and running
     job, and the broker's queue depth (`broker.source` says how it was measured)."""
-    from tryon.records.jobs import queue_stats
+    from tryon.records.stats import queue_stats
 
     stats = queue_stats(db_session())
     stats["broker"] = broker_depth()
@@ -82,14 +81,21 @@ def queues() -> dict[str, Any]:
 @roles(Role.OPS)
 @bp.output(WorkersOut)
 def workers() -> dict[str, Any]:
-    """Live Celery workers (`inspect ping`); empty when none answers within the timeout."""
-    timeout = float(current_app.config["TRYON_WORKER_PING_TIMEOUT"])
-    try:
-        found = services().publisher.ping_workers(timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - an unreachable broker means no visible workers
-        log.warning("worker ping failed: %s", type(exc).__name__)
-        found = []
-    return {"workers": found, "timeout_s": timeout}
+    """Registered worker processes: queues, engines, state (`loading`, `ready`, `failed`),
+    last heartbeat, whether it is alive, and the job each is running."""
+    return {"workers": live_workers(), "stale_after_s": services().settings.stale_after_s}
+
+
+def live_workers() -> list[dict[str, Any]]:
+    """Every registered worker process as a dict (shared by the API and the ops pages)."""
+    from tryon.records.workers import list_workers
+
+    rows = list_workers(db_session(), services().settings.stale_after_s)
+    return [
+        {"id": w.id, "queues": w.queues, "engines": w.engines, "state": w.state,
+         "ready": w.state == "ready", "alive": w.alive, "error": w.error,
+         "started_at": iso(w.started_at), "heartbeat_at": iso(w.heartbeat_at),
+         "current_job": w.current_job} for w in rows]
 
 
 def _ops_job(job: TryOnJob) -> dict[str, Any]:
@@ -119,6 +125,12 @@ def jobs(query: dict[str, Any]) -> dict[str, Any]:
 @bp.output(TryOnOut, status_code=202)
 def retry(job_id: str) -> Any:
     """Re-queue a failed job with more attempts, then publish it."""
+    return _ops_job(retry_and_publish(job_id)), 202
+
+
+def retry_and_publish(job_id: str) -> TryOnJob:
+    """Re-queue a failed job (409 ``job_not_retryable`` otherwise) and publish it (a failed
+    publish is left to the reaper). Shared by the API and the ops pages."""
     from tryon.records.jobs import mark_published, retry_job
 
     svc = services()
@@ -133,4 +145,4 @@ def retry(job_id: str) -> Any:
         mark_published(session, job.id)
         session.commit()
     log.info("job=%s retried by ops", job.id)
-    return _ops_job(job), 202
+    return job

@@ -17,11 +17,10 @@ from tryon.errors import (
     TryOnError,
     all_error_classes,
 )
-from tryon.records.models import Photo, TryOnJob, TryOnResult, utcnow
+from tryon.records.models import Photo, utcnow
 from tryon.types import Category, Role
 from web.api.common import (
     AUTH_DOC,
-    cancel_open_job,
     consumes,
     iso,
     paginate,
@@ -56,12 +55,21 @@ def own_photo(photo_id: str) -> Photo:
 
 
 def verdict_error(code: str, details: dict[str, Any] | None) -> TryOnError:
-    """Rebuild the typed pre-flight error for ``code`` (message from the analysis if given)."""
-    message = (details or {}).get("message")
+    """Rebuild the typed pre-flight error for ``code`` with the analysis's message and
+    details (``missing``, ``reason``, ``boxes``...) when given."""
+    info = dict(details or {})
+    message = info.pop("message", None)
+    info.pop("code", None)
     for cls in all_error_classes():
         if cls.code == code and issubclass(cls, PreflightError):
-            return cls(message)
-    return PreflightError(message or "The photo cannot be used.", code=code)
+            return cls(message, **info)
+    return PreflightError(message or "The photo cannot be used.", code=code, **info)
+
+
+def stored_verdict_error(p: Photo, category: str) -> TryOnError:
+    """The pre-flight error recorded for ``category`` on photo ``p``."""
+    code = p.verdicts.get(category) or "pose_not_usable"
+    return verdict_error(code, (p.verdict_details or {}).get(category))
 
 
 @bp.post("")
@@ -73,17 +81,22 @@ def verdict_error(code: str, details: dict[str, Any] | None) -> TryOnError:
 @bp.output(PhotoOut, status_code=201)
 def create_photo(form: dict[str, Any]) -> dict[str, Any]:
     """Upload a photo of yourself (multipart: image, consent=true); it is checked at once."""
+    return photo_dict(upload_photo(form["image"], consent=form["consent"]))
+
+
+def upload_photo(image_file: Any, *, consent: bool) -> Photo:
+    """Check, store and record an uploaded photo of the caller (the API and the pages)."""
     from tryon.images import IntakeLimits, normalize_upload
     from tryon.storage import new_key
 
-    if not form["consent"]:
+    if not consent:
         raise InvalidInputError("Set consent=true to agree to the photo being processed.",
                                 code="consent_required")
     svc = services()
     limits = IntakeLimits.from_settings(svc.settings)
     owner = current_principal().account_id
     # 1. decode and normalize (EXIF applied and stripped, re-encoded)
-    image = normalize_upload(read_upload(form["image"], limits.max_bytes), limits)
+    image = normalize_upload(read_upload(image_file, limits.max_bytes), limits)
     # 2. pre-flight: pose and people, one verdict per category (in the analysis process)
     analysis = svc.analyzer(image.encoded, [c.value for c in Category])
     verdicts: dict[str, str | None] = dict(analysis.get("verdicts", {}))
@@ -108,7 +121,9 @@ def create_photo(form: dict[str, Any]) -> dict[str, Any]:
             owner_id=owner, image_key=key, image_sha256=image.sha256, width=image.size[0],
             height=image.size[1], pose=analysis.get("pose"), verdicts=verdicts,
             placements=dict(analysis.get("placements", {})), consent_at=utcnow(),
-            person_mask_key=mask_key,
+            person_mask_key=mask_key, verdict_details=dict(analysis.get("details", {})),
+            body={"spans": dict(analysis.get("spans") or {}),
+                  "on_body": list(analysis.get("on_body") or [])},
         )
         session.add(p)
         session.commit()
@@ -119,7 +134,7 @@ def create_photo(form: dict[str, Any]) -> dict[str, Any]:
         raise
     log.info("photo=%s created owner=%s usable=%s", p.id, owner,
              [c for c, v in verdicts.items() if v is None])
-    return photo_dict(p)
+    return p
 
 
 @bp.get("")
@@ -151,30 +166,17 @@ def get_photo(photo_id: str) -> dict[str, Any]:
 @bp.output({}, status_code=204)
 def delete_photo(photo_id: str) -> tuple[str, int]:
     """Delete a photo and everything made from it: open try-ons are canceled, results removed."""
-    from tryon.storage import job_prefix
-
-    svc = services()
-    session = db_session()
-    p = own_photo(photo_id)
-    p.deleted_at = utcnow()
-    jobs = session.execute(
-        select(TryOnJob.id, TryOnJob.status).where(TryOnJob.photo_id == p.id)
-    ).all()
-    for job_id, status in jobs:
-        if status in ("queued", "running"):
-            cancel_open_job(session, job_id)
-    job_ids = [j for j, _ in jobs]
-    if job_ids:
-        for r in session.scalars(select(TryOnResult).where(TryOnResult.job_id.in_(job_ids))):
-            session.delete(r)
-    image_key, mask_key, owner = p.image_key, p.person_mask_key, p.owner_id
-    session.commit()
-    svc.storage.delete(image_key)
-    if mask_key:
-        svc.storage.delete(mask_key)
-    for job_id in job_ids:
-        svc.storage.delete_prefix(job_prefix(owner, job_id))
+    delete_photo_record(own_photo(photo_id))
     return "", 204
+
+
+def delete_photo_record(p: Photo) -> None:
+    """Delete ``p`` and everything made from it: open try-ons are canceled, then objects, then
+    rows (a storage failure leaves the photo intact and the delete can be repeated; rows
+    committed first would orphan its objects)."""
+    from tryon.records.erasure import delete_photos
+
+    delete_photos(db_session(), services().storage, [p.id], keep_rows=True)
 
 
 @bp.get("/<photo_id>/placement")
@@ -183,6 +185,15 @@ def delete_photo(photo_id: str) -> tuple[str, int]:
 @bp.input(PlacementQuery, location="query", arg_name="query")
 def placement_preview(photo_id: str, query: dict[str, Any]) -> Response:
     """The photo with the pose and the placement box for `category` drawn on it (PNG)."""
+    png = placement_png(own_photo(photo_id), query["category"])
+    resp = Response(png, mimetype="image/png")
+    resp.headers["Content-Security-Policy"] = "default-src 'none'"
+    return resp
+
+
+def placement_png(p: Photo, category: str) -> bytes:
+    """The photo with the pose and the placement box for ``category`` drawn on it (PNG);
+    the typed pre-flight error when the photo is not usable for it."""
     import numpy as np
     from PIL import Image
 
@@ -190,11 +201,9 @@ def placement_preview(photo_id: str, query: dict[str, Any]) -> Response:
     from tryon.vision.placement import Placement
     from tryon.vision.pose import PoseResult
 
-    p = own_photo(photo_id)
-    category = query["category"]
     verdict = p.verdicts.get(category, "pose_not_usable")
     if verdict is not None or category not in p.placements:
-        raise verdict_error(verdict or "pose_not_usable", None)
+        raise stored_verdict_error(p, category)
     data = services().storage.get(p.image_key)
     with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as im:
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -203,6 +212,4 @@ def placement_preview(photo_id: str, query: dict[str, Any]) -> Response:
         pose=PoseResult.from_dict(p.pose) if p.pose else None,
         placement=Placement.from_dict(p.placements[category]),
     )
-    resp = Response(png, mimetype="image/png")
-    resp.headers["Content-Security-Policy"] = "default-src 'none'"
-    return resp
+    return png

@@ -13,18 +13,19 @@ from flask import Response, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from tryon.engines.request import JobParams
 from tryon.errors import (
-    EngineUnavailableError,
     IdempotencyInFlightError,
     IdempotencyMismatchError,
     InvalidInputError,
     NotFoundError,
+    NoWorkerForEngineError,
     TooManyOpenJobsError,
 )
 from tryon.records.models import Account, Garment, TryOnJob, TryOnResult
 from tryon.types import Role
 from web.api.common import AUTH_DOC, aware, consumes, iso, paginate, png_responses
-from web.api.photos import own_photo, verdict_error
+from web.api.photos import own_photo, stored_verdict_error
 from web.auth import current_principal, roles
 from web.schemas import PageQuery, TryOnIn, TryOnOut, TryOnPage
 from web.services import db_session, services
@@ -133,16 +134,38 @@ def _replay(owner_id: str, key: str, digest: str) -> tuple[dict[str, Any], int] 
     return job.response_body, 202
 
 
-def _engine_and_queue(engine: str | None) -> tuple[str, str]:
-    from tryon.celeryconf import queue_for_engine
-    from tryon.engines.registry import available_engines, default_engine_name
+#: (field, value) pairs left out of the request hash: fields added later, at their default, mean
+#: the same request as before they existed, so stored keys (and bodies that omit them) match
+_FIELD_DEFAULTS: dict[str, Any] = {"mask": "box", "control_strength": None}
 
-    settings = services().settings
-    name = engine or default_engine_name(settings)
-    if name not in available_engines(settings):
-        raise EngineUnavailableError(
-            f"Engine {name!r} is not available here; available: "
-            f"{', '.join(available_engines(settings))}.", engine=name)
+
+def job_params(body: dict[str, Any], garment: Garment, settings: Any) -> JobParams:
+    """The typed parameters of a validated body: the garment's category and length, the
+    settings' default steps and guidance where the body has none."""
+    return JobParams.from_dict({
+        **body, "category": garment.category, "length": garment.length,
+        "steps": body.get("steps") or settings.default_steps,
+        "guidance": body["guidance"] if body.get("guidance") is not None
+        else settings.default_guidance,
+    })
+
+
+def _engine_and_queue(engine: str | None) -> tuple[str, str]:
+    """The engine (the body's, else the default among what live workers advertise) and its
+    queue; 503 ``engine_unavailable`` when no live worker advertises it."""
+    from tryon.celeryconf import queue_for_engine
+    from tryon.engines.registry import choose_default_engine
+
+    svc = services()
+    advertised = svc.engines(db_session())
+    name = engine or choose_default_engine(svc.settings.default_engine, advertised)
+    if name is None or name not in advertised:
+        what = "No worker is running yet" if not advertised else \
+            f"No running worker serves engine {name!r}"
+        raise NoWorkerForEngineError(
+            f"{what}; retry shortly"
+            + (f" or use one of: {', '.join(sorted(advertised))}." if advertised else "."),
+            engine=name, available=sorted(advertised))
     return name, queue_for_engine(name)
 
 
@@ -151,7 +174,10 @@ def _engine_and_queue(engine: str | None) -> tuple[str, str]:
     202: "Accepted: the job is queued",
     409: "Idempotency-Key in flight (idempotency_in_flight)",
     422: "Invalid input, unusable photo, or Idempotency-Key reused with another body",
-    429: "Too many open try-ons"})
+    429: "Too many open try-ons (too_many_open_jobs) or too many requests (rate_limited, "
+         "with Retry-After)",
+    503: "No running worker serves the engine (engine_unavailable), or the database or "
+         "broker is unavailable"})
 @roles(Role.SHOPPER)
 @consumes("application/json")
 @bp.input(TryOnIn, location="json", arg_name="body")
@@ -162,14 +188,18 @@ def create_tryon(body: dict[str, Any]) -> Any:
     Send an `Idempotency-Key` header to make retries safe: the same key and body return the
     same response; another body with that key answers 422; a request still in flight, 409.
     """
+    return start_tryon(body, _idempotency_key())
+
+
+def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], int]:
+    """Create (or replay) a try-on for the caller from a validated :class:`TryOnIn` body and
+    publish it: ``(job dict, 202)``. Shared by the API and the pages."""
     svc = services()
     session = db_session()
     owner = current_principal().account_id
     # 1. idempotency: replay, mismatch or in flight
-    key = _idempotency_key()
-    # `mask` at its default is left out: it means the same request as before the field existed,
-    # so keys stored then (and bodies that omit it) keep matching
-    digest = request_hash({k: v for k, v in body.items() if (k, v) != ("mask", "box")})
+    digest = request_hash({k: v for k, v in body.items()
+                           if k not in _FIELD_DEFAULTS or _FIELD_DEFAULTS[k] != v})
     if key is not None:
         replay = _replay(owner, key, digest)
         if replay is not None:
@@ -179,18 +209,24 @@ def create_tryon(body: dict[str, Any]) -> Any:
     garment = session.get(Garment, body["garment_id"])
     if garment is None or garment.deleted_at is not None:
         raise NotFoundError("Garment not found.", code="garment_not_found")
-    engine, queue = _engine_and_queue(body.get("engine"))
-    box = body.get("box")
-    if box is not None:
-        x1, y1, x2, y2 = box
+    params = job_params(body, garment, svc.settings)
+    if params.box is not None:
+        x1, y1, x2, y2 = params.box.as_list()
         if not (0 <= x1 < x2 <= photo.width and 0 <= y1 < y2 <= photo.height):
             raise InvalidInputError(
                 f"box must satisfy 0 <= x1 < x2 <= {photo.width} and 0 <= y1 < y2 <= "
-                f"{photo.height}; got {box}.", code="invalid_box")
+                f"{photo.height}; got {body['box']}.", code="invalid_box")
     else:
-        verdict = photo.verdicts.get(garment.category, "pose_not_usable")
-        if verdict is not None:
-            raise verdict_error(verdict, None)
+        if photo.verdicts.get(garment.category, "pose_not_usable") is not None:
+            raise stored_verdict_error(photo, garment.category)
+        # the garment's length moves the box: check now that the stored pose allows it,
+        # exactly as the worker will place it
+        from tryon.engines.request import resolve_placement, stored_analysis
+
+        resolve_placement(stored_analysis(photo.pose, photo.verdicts, photo.placements,
+                                          (photo.width, photo.height), photo.body), params)
+    # a body that can never run is a 422 first; then whether a worker can run it now (503)
+    engine, queue = _engine_and_queue(body.get("engine"))
     webhook_url = body.get("webhook_url")
     if webhook_url:
         from tryon.webhooks import validate_webhook_url
@@ -212,18 +248,10 @@ def create_tryon(body: dict[str, Any]) -> Any:
     # 4. commit the row, THEN publish its id (a lost publish is re-sent by the reaper)
     from tryon.records.jobs import create_job, mark_published
 
-    params = {
-        "category": garment.category, "length": garment.length,
-        "num_samples": body["num_samples"], "seed": body.get("seed"),
-        "steps": body.get("steps") or svc.settings.default_steps,
-        "guidance": body.get("guidance") if body.get("guidance") is not None
-        else svc.settings.default_guidance,
-        "box": box, "mask": body.get("mask") or "box",
-    }
     try:
         job = create_job(
             session, owner_id=owner, photo_id=photo.id, garment_id=garment.id, engine=engine,
-            queue=queue, params=params, max_attempts=svc.settings.max_attempts,
+            queue=queue, params=params.to_dict(), max_attempts=svc.settings.max_attempts,
             webhook_url=webhook_url, idempotency_key=key, request_hash=digest if key else None,
         )
         # create_job flushed: the id and timestamps exist. The response is stored in the SAME
@@ -298,19 +326,22 @@ def cancel_tryon(job_id: str) -> dict[str, Any]:
 @roles(Role.SHOPPER)
 def get_result(job_id: str, index: int) -> Response:
     """One result image of one of your try-ons (PNG)."""
+    return image_response(result_png(own_job(job_id), index), cache="no-store")
+
+
+def result_png(job: TryOnJob, index: int) -> bytes:
+    """The stored PNG of result ``index`` of ``job`` (404 ``result_not_found`` when gone)."""
     from tryon.storage import ObjectNotFoundError
 
-    job = own_job(job_id)
     r = db_session().scalars(
         select(TryOnResult).where(TryOnResult.job_id == job.id, TryOnResult.index == index)
     ).first()
     if job.status != "succeeded" or r is None:
         raise NotFoundError("Result not found.", code="result_not_found")
     try:
-        data = services().storage.get(r.storage_key)
+        return services().storage.get(r.storage_key)
     except ObjectNotFoundError:
         raise NotFoundError("Result not found.", code="result_not_found") from None
-    return image_response(data, cache="no-store")
 
 
 def image_response(data: bytes, *, cache: str) -> Response:

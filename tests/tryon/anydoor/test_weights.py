@@ -1,4 +1,4 @@
-"""Weights: released-layout conversion (strict), our directory format, CLI, fetch offline.
+"""Weights: released-layout conversion (strict), our directory format, CLI (fetch: test_fetch.py).
 
 The released layout comes from ``official_layout.py``, written from the original LDM/cldm/Meta
 module trees; reference forwards below are written from the original formulas, not from
@@ -470,7 +470,7 @@ def test_load_weights_dispatches_and_reports_missing_paths(tmp_path: Path, files
         W.load_weights(tmp_path)
 
 
-# --- CLI and fetch ------------------------------------------------------------------------------
+# --- CLI ------------------------------------------------------------------------------------
 
 
 def test_cli_convert_writes_a_loadable_directory(tmp_path: Path, files, comps) -> None:  # type: ignore[no-untyped-def]
@@ -501,34 +501,6 @@ def test_cli_convert_with_the_wrong_config_exits_4(tmp_path: Path, files) -> Non
     )
     assert result.exit_code == 4
     assert "weights_invalid" in result.output
-
-
-def test_cli_fetch_offline_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = CliRunner().invoke(cli, ["weights", "fetch", "--dest", str(tmp_path)])
-    assert result.exit_code == 4
-    assert W.OFFICIAL_FILENAME in result.output and "tryon weights convert" in result.output
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_fetch_turns_connection_errors_into_weights_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import huggingface_hub
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    calls: list[dict[str, object]] = []
-
-    def no_network(**kwargs: object) -> str:
-        calls.append(kwargs)
-        raise LocalEntryNotFoundError("connection error")
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
-    with pytest.raises(WeightsError, match="by hand"):
-        W.fetch(tmp_path, revision="abc")
-    assert calls and calls[0]["repo_type"] == "space" and calls[0]["repo_id"] == W.OFFICIAL_REPO_ID
-    assert calls[0]["revision"] == "abc"
 
 
 def test_checksum_of_a_single_checkpoint_file_is_its_sha256(tmp_path: Path) -> None:

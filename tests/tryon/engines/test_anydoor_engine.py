@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from tryon.anydoor.config import AnyDoorConfig
-from tryon.anydoor.models import build_components
+from tryon.anydoor.models import build_components, randomize_parameters
 from tryon.anydoor.preprocess import PREPROCESS_VERSION
 from tryon.anydoor.weights import save_pretrained, weights_checksum
 from tryon.config import Settings
@@ -17,7 +18,7 @@ from tryon.engines import registry
 from tryon.engines.anydoor import AnyDoorEngine, resolve_device_dtype
 from tryon.engines.base import RenderParams, RenderRequest
 from tryon.errors import CanceledError, ConfigError, WeightsNotFoundError
-from tryon.types import Box, Category
+from tryon.types import Box, Category, MaskMode
 
 STEPS = 2
 
@@ -102,3 +103,31 @@ def test_device_dtype_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError):
             resolve_device_dtype("cuda", "auto")
+
+
+def _shape_request(mode: MaskMode) -> RenderRequest:
+    base = _request()
+    target = np.zeros((96, 80), dtype=bool)
+    target[34:78, 28:52] = True  # a "person" narrower than the box
+    return dataclasses.replace(base, target_mask=target, mask_mode=mode)
+
+
+def test_shape_mode_uses_the_target_mask_as_the_hint_mask_channel() -> None:
+    components = build_components(AnyDoorConfig.tiny())
+    # random zero-convs too, so the hint reaches the output
+    randomize_parameters(components, seed=2, std=0.05)
+    engine = AnyDoorEngine.from_components(components)
+    shaped = engine.render(_shape_request(MaskMode.SHAPE))
+    boxed = engine.render(_shape_request(MaskMode.BOX))
+    assert shaped.record["params"]["mask"] == "shape" and boxed.record["params"]["mask"] == "box"
+    assert not np.array_equal(shaped.images[0], boxed.images[0])
+    # each equals the pipeline called the official way: box mode exactly as before the option
+    pipe = engine._ensure_pipeline()
+    for mode, out in ((True, shaped), (False, boxed)):
+        req = _shape_request(MaskMode.SHAPE if mode else MaskMode.BOX)
+        direct = pipe(reference_image=req.garment, reference_mask=req.garment_mask,
+                      target_image=req.person, target_mask=req.target_mask,
+                      num_inference_steps=STEPS, guidance_scale=req.params.guidance_scale,
+                      generator=torch.Generator().manual_seed(7), expand_ratio=1.2,
+                      shape_mask=mode)
+        np.testing.assert_array_equal(direct.image, out.images[0])

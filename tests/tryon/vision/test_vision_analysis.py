@@ -28,17 +28,24 @@ from tryon.vision.placement import compute_placement
 
 
 class StubEstimator:
-    """Returns a fixed pose: lets the verdict logic be tested on hand-made landmarks."""
+    """Finds a fixed pose (with no silhouette) in any image of the pose's size and nobody in
+    a half of the photo: lets the verdict logic be tested on hand-made landmarks (finding the
+    same person again counts once)."""
 
     def __init__(self, pose):
         self.pose = pose
 
-    def estimate(self, image):
-        return self.pose
+    def detect(self, image):
+        w, h = self.pose.image_size
+        ih, iw = image.shape[:2]
+        factor = iw / w
+        if abs(ih - h * factor) > 1:  # another aspect ratio: a half of the photo
+            return None
+        return self.pose.mapped(factor, (0.0, 0.0), (iw, ih)), None
 
 
-def test_astronaut_verdicts(astronaut, pose_estimator, segmenter):
-    a = analyze_photo(astronaut, pose_estimator=pose_estimator, segmenter=segmenter)
+def test_astronaut_verdicts(astronaut, pose_estimator):
+    a = analyze_photo(astronaut, pose_estimator=pose_estimator)
     assert a.image_size == (512, 512) and a.people == 1
     assert 0.3 < a.person_mask_coverage < 0.8
     assert a.verdicts == {
@@ -60,12 +67,10 @@ def test_astronaut_verdicts(astronaut, pose_estimator, segmenter):
     assert check_photo(a, "upper_body", length="cropped").box.y2 < 512
 
 
-def test_no_person_for_every_category(pose_estimator, segmenter):
+def test_no_person_for_every_category(pose_estimator):
     from skimage import data
 
-    a = analyze_photo(
-        np.ascontiguousarray(data.coffee()), pose_estimator=pose_estimator, segmenter=segmenter
-    )
+    a = analyze_photo(np.ascontiguousarray(data.coffee()), pose_estimator=pose_estimator)
     assert a.pose is None and a.placements == {}
     assert set(a.verdicts.values()) == {"no_person"}
     for cat in Category:
@@ -75,38 +80,91 @@ def test_no_person_for_every_category(pose_estimator, segmenter):
         check_photo(a, "dress", explicit_box=Box(0, 0, 10, 10))
 
 
-def test_two_people_side_by_side(astronaut, pose_estimator, segmenter):
-    gap = np.full((512, 200, 3), 255, np.uint8)
-    two = np.ascontiguousarray(np.concatenate([astronaut, gap, astronaut], axis=1))
-    a = analyze_photo(two, pose_estimator=pose_estimator, segmenter=segmenter)
-    assert a.pose is not None and a.people == 2
+@pytest.mark.parametrize("gap", [0, 200])
+def test_two_people_side_by_side(astronaut, pose_estimator, gap):
+    # touching (gap 0) or apart: counted by the person detector, not by mask blobs
+    space = np.full((512, gap, 3), 255, np.uint8)
+    two = np.ascontiguousarray(np.concatenate([astronaut, space, astronaut], axis=1))
+    a = analyze_photo(two, pose_estimator=pose_estimator)
+    assert a.pose is not None and a.people == 2 and len(a.people_boxes) == 2
     assert set(a.verdicts.values()) == {"multiple_people"}
     with pytest.raises(MultiplePeopleError) as err:
         check_photo(a, "upper_body")
     assert err.value.details["people"] == 2
+    assert sorted(b[0] < 512 for b in err.value.details["boxes"]) == [False, True]
+    # an explicit box does not make a second person go away
+    with pytest.raises(MultiplePeopleError):
+        check_photo(a, "upper_body", explicit_box=Box(0, 0, 100, 100))
 
 
-def test_person_too_small():
-    image = np.zeros((2000, 1200, 3), np.uint8)
-    small = make_pose((1200, 2000), scale=0.15)  # upper-body box about 35 x 55 px
+def test_person_too_small_says_too_far_or_photo_too_small():
+    # a small person in a large photo: too far away
+    image = np.full((1500, 1000, 3), 7, np.uint8)
+    small = make_pose((1000, 1500), scale=0.3)  # torso 84 px, 247 px tall in 1500
     a = analyze_photo(image, pose_estimator=StubEstimator(small), categories=["upper_body"])
     assert a.verdicts == {"upper_body": "person_too_small"} and a.people == 1
+    assert a.details["upper_body"]["reason"] == "person_too_far"
+    assert "too far" in a.details["upper_body"]["message"]
     assert np.isnan(a.person_mask_coverage)
-    with pytest.raises(PersonTooSmallError):
+    with pytest.raises(PersonTooSmallError) as err:
         check_photo(a, "upper_body")
-    full = analyze_photo(image, pose_estimator=StubEstimator(make_pose((1200, 2000), scale=2.0)))
+    assert err.value.details["reason"] == "person_too_far"
+    # the same person filling a small photo: the photo is too small
+    tiny = np.full((250, 150, 3), 7, np.uint8)
+    filling = make_pose((150, 250), scale=0.25)
+    b = analyze_photo(tiny, pose_estimator=StubEstimator(filling), categories=["dress"])
+    assert b.verdicts == {"dress": "person_too_small"}
+    assert b.details["dress"]["reason"] == "photo_too_small"
+    assert "photo is too small" in b.details["dress"]["message"]
+    # large enough
+    big = make_pose((1000, 1500), scale=1.5)
+    full = analyze_photo(image, pose_estimator=StubEstimator(big))
     assert set(full.verdicts.values()) == {None}
+    # a person under 15 % of the photo's height is not taken as one (detector noise size)
+    speck = make_pose((1000, 1500), scale=0.2)
+    none = analyze_photo(image, pose_estimator=StubEstimator(speck), categories=["dress"])
+    assert none.verdicts == {"dress": "no_person"}
+    assert "filling most of its height" in none.details["dress"]["message"]
 
 
-def test_analysis_json_round_trip(camera_rgb, pose_estimator, segmenter):
-    a = analyze_photo(camera_rgb, pose_estimator=pose_estimator, segmenter=segmenter)
+def test_posture_problems_become_pose_not_usable_with_a_reason():
+    image = np.full((1000, 600, 3), 7, np.uint8)
+    bent = make_pose(moved={11: (100, 430), 12: (100, 470)})  # shoulders beside the hips
+    a = analyze_photo(image, pose_estimator=StubEstimator(bent))
+    assert set(a.verdicts.values()) == {"pose_not_usable"}
+    for cat in Category:
+        d = a.details[cat.value]
+        assert d["reason"] == "torso_not_upright" and d["missing"] == []
+        assert "upright" in d["message"]
+    with pytest.raises(PoseNotUsableError) as err:
+        check_photo(a, "lower_body", length="long")
+    assert err.value.details["reason"] == "torso_not_upright"
+
+
+def test_missing_landmarks_message_names_the_category_and_parts():
+    image = np.full((1000, 600, 3), 7, np.uint8)
+    waist_up = make_pose(hidden=(25, 26, 27, 28))
+    a = analyze_photo(image, pose_estimator=StubEstimator(waist_up))
+    assert a.verdicts["upper_body"] is None
+    d = a.details["lower_body"]
+    assert d["reason"] == "missing_landmarks" and d["missing"] == ["left_knee", "right_knee"]
+    assert d["message"].startswith("A lower body garment") and "shoulder" not in d["message"]
+
+
+def test_analysis_json_round_trip(astronaut, pose_estimator):
+    a = analyze_photo(astronaut, pose_estimator=pose_estimator)
     data = json.loads(json.dumps(a.to_dict()))
     b = PhotoAnalysis.from_dict(data)
     assert b.verdicts == a.verdicts and b.placements == a.placements and b.people == a.people
-    assert b.details == a.details
+    assert b.details == a.details and b.spans == a.spans and b.on_body == a.on_body
+    assert b.people_boxes == a.people_boxes
     with pytest.raises(PoseNotUsableError) as err:
         check_photo(b, "lower_body")
-    assert err.value.details["missing"] == ["left_knee"]
+    assert {"right_hip", "left_knee", "right_knee"} <= set(err.value.details["missing"])
+    # recomputing a length from the stored analysis widens to the same silhouette
+    assert check_photo(b, "upper_body", length="regular", offsets={"left": 0}).box == (
+        a.placements["upper_body"].box
+    )
 
 
 def test_analyze_photo_json_from_png_bytes(astronaut):
@@ -147,3 +205,13 @@ def test_overlay_plain_and_with_bad_mask(astronaut):
     assert (cv2.cvtColor(out, cv2.COLOR_BGR2RGB) == astronaut).all()
     with pytest.raises(InvalidMaskError):
         render_overlay(astronaut, garment_mask=np.ones((10, 10), bool))
+
+
+def test_sitting_person_is_refused_for_trousers_and_dresses_only():
+    image = np.full((1000, 600, 3), 7, np.uint8)
+    sitting = make_pose(moved={25: (345, 560), 26: (255, 560)})  # knees towards the camera
+    a = analyze_photo(image, pose_estimator=StubEstimator(sitting))
+    assert a.verdicts["upper_body"] is None and a.verdicts["outerwear"] is None
+    for cat in ("lower_body", "dress"):
+        assert a.verdicts[cat] == "pose_not_usable"
+        assert a.details[cat]["reason"] == "legs_not_upright"

@@ -1,228 +1,53 @@
-"""Training data for AnyDoor: pair datasets, the reference's filters, adaptive timesteps.
+"""Training datasets for AnyDoor: file layouts, a weighted mix, and how items are drawn.
 
 Follows ``/work/shared/docs/anydoor-reference.md`` §5. Every dataset yields
-:class:`TrainingSample` objects built by :func:`build_sample` from a :class:`Pair` (reference
-image + mask, target image + mask) with the preprocessing of :mod:`tryon.anydoor.preprocess`
-and a ``numpy.random.Generator`` seeded from ``(seed, epoch, index)``, so a sample is a pure
-function of those three numbers and the files.
+:class:`~tryon.anydoor.training.samples.TrainingSample` objects built by
+:func:`~tryon.anydoor.training.samples.build_sample` from a
+:class:`~tryon.anydoor.training.samples.Pair`.
+
+Randomness: a sample is a pure function of the files and the numbers that name its *draw*.
+A :class:`PairDataset` read directly draws item ``i`` with a generator seeded from
+``(seed, epoch, i)`` (the loop's sampler visits each index once per epoch). A
+:class:`MixDataset` seeds one generator per *position* ``(seed, epoch, position)``: it picks
+the dataset and the item and then builds the sample, so an item drawn twice in an epoch gets
+a fresh crop, augmentation, mask perturbation and timestep each time, and a resumed run, which
+replays the same positions, sees the same samples as an uninterrupted one.
 
 Like the reference, a pair that fails a filter (or whose files are unreadable) is not fatal:
-the dataset draws another index and counts the reason in :attr:`PairDataset.skipped`.
+the dataset draws another item and records the reason, both in :attr:`PairDataset.skipped`
+(this process) and on the sample it finally returns (``TrainingSample.skipped``, which the
+training loop aggregates across DataLoader workers). ``max_tries`` rejections in a row raise
+:class:`~tryon.errors.TrainingDataError`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tryon.anydoor.preprocess import check_pair, prepare_reference, prepare_target
-from tryon.errors import ConfigError, TryOnError
+from tryon.anydoor.training.samples import (
+    Pair,
+    PairConfig,
+    SampleRejected,
+    TrainingSample,
+    build_sample,
+    check_kind,
+)
+from tryon.errors import ConfigError, TrainingDataError
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["video", "image", "multiview", "tryon"]
-KINDS: tuple[str, ...] = ("video", "image", "multiview", "tryon")
-#: ATS ranges [low, high) per kind when the uniform branch is not taken (reference
-#: ``BaseDataset.sample_timestep``: dynamic 1 -> video, 0 -> image, 2 -> multi-view / try-on)
-TIMESTEP_RANGES: dict[str, tuple[int, int]] = {
-    "video": (500, 1000),
-    "image": (0, 500),
-    "multiview": (0, 1000),
-    "tryon": (0, 1000),
-}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-
-
-def _check_kind(kind: str) -> str:
-    if kind not in TIMESTEP_RANGES:
-        raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}.")
-    return kind
-
-
-def sample_timestep(
-    kind: str, rng: np.random.Generator, p_uniform: float = 0.3, num_train_timesteps: int = 1000
-) -> int:
-    """Adaptive timestep sampling (ATS).
-
-    With probability ``p_uniform`` draw ``t ~ U[0, N)``; otherwise draw from the kind's range:
-    video ``[N/2, N)``, image ``[0, N/2)``, multiview / tryon ``[0, N)`` (N = 1000 in the
-    reference; the ranges scale with ``num_train_timesteps``).
-
-    Returns:
-        An int in ``[0, num_train_timesteps)``.
-    """
-    low, high = TIMESTEP_RANGES[_check_kind(kind)]
-    if rng.random() < p_uniform:
-        low, high = 0, 1000
-    scale = num_train_timesteps / 1000
-    return int(rng.integers(int(low * scale), int(high * scale)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Samples
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingSample:
-    """One training example.
-
-    Attributes:
-        ref: float32 ``(S, S, 3)`` in ``[0, 1]`` (S = 224): DINOv2 input, white background.
-        hint: float32 ``(T, T, 4)`` (T = 512): collage RGB in ``[-1, 1]`` + mask in {-1, 0, 1}.
-        target: float32 ``(T, T, 3)`` in ``[-1, 1]``: the crop to reconstruct ("jpg").
-        kind: one of :data:`KINDS`.
-        timestep: ATS timestep in ``[0, 1000)``.
-        source: name of the dataset and item, for debugging.
-    """
-
-    ref: NDArray[np.float32]
-    hint: NDArray[np.float32]
-    target: NDArray[np.float32]
-    kind: str
-    timestep: int
-    source: str = ""
-
-
-def collate_samples(samples: Sequence[TrainingSample]) -> dict[str, Any]:
-    """Stack samples into channel-first tensors for a ``DataLoader`` (``collate_fn``).
-
-    Returns:
-        ``ref`` float32 ``(B, 3, S, S)``, ``hint`` float32 ``(B, 4, T, T)``, ``jpg`` float32
-        ``(B, 3, T, T)``, ``time_steps`` int64 ``(B,)``, ``kind`` and ``source`` lists.
-    """
-
-    def stack(name: str) -> torch.Tensor:
-        arr = np.stack([getattr(s, name) for s in samples])
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
-
-    return {
-        "ref": stack("ref"),
-        "hint": stack("hint"),
-        "jpg": stack("target"),
-        "time_steps": torch.tensor([s.timestep for s in samples], dtype=torch.int64),
-        "kind": [s.kind for s in samples],
-        "source": [s.source for s in samples],
-    }
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Raw inputs of one sample: RGB uint8 ``(H, W, 3)`` images and ``(H, W)`` {0,1} masks."""
-
-    ref_image: NDArray[np.uint8]
-    ref_mask: NDArray[np.uint8]
-    tar_image: NDArray[np.uint8]
-    tar_mask: NDArray[np.uint8]
-    source: str = ""
-
-
-class SampleRejected(Exception):
-    """A pair failed a filter or could not be built; ``reason`` is a short stable string."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
-@dataclass(frozen=True)
-class PairConfig:
-    """How pairs become samples (config key ``pair`` of :func:`build_mix`).
-
-    Attributes:
-        ref_size: reference side (224).
-        size: target side (512).
-        filters: apply the reference's training filters (:func:`check_pair`).
-        augment: reference HFlip + brightness/contrast and the collage-mask perturbation.
-        random_ratios: draw expand ratio U{1.1..1.4} and crop ratio U{1.3..2.9}; if False use
-            the deterministic inference defaults (1.2, 2.0).
-        perturb_mask_p: probability of the collage-mask perturbation when ``augment`` (0.7).
-        max_ratio: largest expanded target box / image side (0.8); try-on kinds use
-            ``max_ratio_tryon`` (1.0).
-        max_ratio_tryon: see ``max_ratio``.
-        p_uniform: ATS probability of a uniform timestep (0.3).
-        max_tries: how many pairs to try before giving up on an index.
-    """
-
-    ref_size: int = 224
-    size: int = 512
-    filters: bool = True
-    augment: bool = True
-    random_ratios: bool = True
-    perturb_mask_p: float = 0.7
-    max_ratio: float = 0.8
-    max_ratio_tryon: float = 1.0
-    p_uniform: float = 0.3
-    max_tries: int = 20
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> PairConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(
-                f"unknown pair config keys {sorted(unknown)}; known: {sorted(known)}."
-            )
-        return cls(**dict(data))
-
-
-def build_sample(
-    pair: Pair, kind: str, rng: np.random.Generator, config: PairConfig | None = None
-) -> TrainingSample:
-    """Turn a :class:`Pair` into a :class:`TrainingSample` (reference ``process_pairs``).
-
-    Raises:
-        SampleRejected: a filter failed (reason from :func:`check_pair`) or preprocessing
-            refused the masks (reason = the error's ``code``, e.g. ``invalid_mask``).
-    """
-    cfg = config or PairConfig()
-    _check_kind(kind)
-    if cfg.filters:
-        max_ratio = cfg.max_ratio_tryon if kind == "tryon" else cfg.max_ratio
-        reason = check_pair(pair.ref_mask, pair.tar_mask, max_ratio=max_ratio)
-        if reason is not None:
-            raise SampleRejected(reason, pair.source)
-    try:
-        ref = prepare_reference(
-            pair.ref_image,
-            pair.ref_mask,
-            expand_ratio=None if cfg.random_ratios else 1.2,
-            size=cfg.ref_size,
-            rng=rng,
-            augment=cfg.augment,
-        )
-        tar = prepare_target(
-            pair.tar_image,
-            pair.tar_mask,
-            ref.hf_map,
-            crop_ratio=None if cfg.random_ratios else 2.0,
-            size=cfg.size,
-            rng=rng,
-            perturb_mask_p=cfg.perturb_mask_p if cfg.augment else 0.0,
-        )
-    except TryOnError as exc:
-        raise SampleRejected(exc.code, f"{pair.source}: {exc.message}") from exc
-    return TrainingSample(
-        ref=ref.image,
-        hint=tar.hint,
-        target=tar.target,
-        kind=kind,
-        timestep=sample_timestep(kind, rng, cfg.p_uniform),
-        source=pair.source,
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # File helpers
@@ -270,10 +95,8 @@ def _find_with_stem(folder: Path, stem: str) -> Path:
 class PairDataset(Dataset[TrainingSample]):
     """Base class: subclasses list items and load a :class:`Pair` for one of them.
 
-    ``__getitem__(i)`` seeds a generator with ``(seed, epoch, i)``, loads item ``i`` and builds
-    the sample; if that fails it draws another item with the same generator, up to
-    ``config.max_tries`` times, counting each failure's reason in :attr:`skipped` (per process:
-    with DataLoader workers each worker has its own counter).
+    ``__getitem__(i)`` is :meth:`draw` of item ``i`` with a generator seeded from
+    ``(seed, epoch, i)``.
     """
 
     kind: str = "image"
@@ -302,19 +125,35 @@ class PairDataset(Dataset[TrainingSample]):
         n = self.num_items()
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for {self.name} of length {n}")
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.draw(index, np.random.default_rng([self.seed, self.epoch, index]))
+
+    def draw(self, index: int, rng: np.random.Generator) -> TrainingSample:
+        """Build a sample from item ``index`` with ``rng``; on rejection try another item.
+
+        Each rejection's reason is counted in :attr:`skipped` (per process: with DataLoader
+        workers each worker has its own counter) and listed in the returned sample's
+        ``skipped``.
+
+        Raises:
+            TrainingDataError: ``config.max_tries`` pairs in a row were rejected.
+        """
+        n = self.num_items()
         item = index
+        rejected: list[str] = []
         for _ in range(self.config.max_tries):
             try:
-                return build_sample(self.load_pair(item, rng), self.kind, rng, self.config)
+                sample = build_sample(self.load_pair(item, rng), self.kind, rng, self.config)
+                return replace(sample, skipped=tuple(rejected)) if rejected else sample
             except SampleRejected as exc:
                 self.skipped[exc.reason] += 1
+                rejected.append(exc.reason)
                 logger.debug("skipped %s item=%d reason=%s", self.name, item, exc)
             item = int(rng.integers(n))
-        raise SampleRejected(
-            "too_many_rejections",
-            f"{self.name}: {self.config.max_tries} pairs in a row were rejected "
-            f"({dict(self.skipped)})",
+        reasons = ", ".join(f"{r}: {c}" for r, c in Counter(rejected).most_common())
+        raise TrainingDataError(
+            f"{self.name}: {self.config.max_tries} pairs in a row were rejected ({reasons}); "
+            "check the dataset's masks and files, or the `pair` filters (max_ratio, filters) "
+            "in the data config."
         )
 
 
@@ -488,7 +327,7 @@ class VideoDataset(PairDataset):
         super().__init__(config, seed=seed)
         if interval_divisor < 1:
             raise ConfigError(f"interval_divisor must be >= 1, got {interval_divisor}.")
-        self.kind = _check_kind(kind)
+        self.kind = check_kind(kind)
         self.root = Path(root)
         self.interval_divisor = interval_divisor
         ann_root = self.root / "Annotations"
@@ -534,59 +373,7 @@ class VideoDataset(PairDataset):
         )
 
 
-class MixDataset(Dataset[TrainingSample]):
-    """A weighted mix: item ``i`` picks a dataset with probability ``weight / sum(weights)``
-    and a uniform index inside it, both from a generator seeded with ``(seed, epoch, i)``.
-
-    (The reference concatenates datasets with fixed virtual lengths and ignores the index; a
-    weight here plays the role of that virtual length.)
-    """
-
-    def __init__(
-        self,
-        datasets: Sequence[PairDataset],
-        weights: Sequence[float],
-        length: int,
-        *,
-        seed: int = 0,
-    ) -> None:
-        if not datasets or len(datasets) != len(weights):
-            raise ConfigError("MixDataset needs one weight per dataset and at least one dataset.")
-        w = np.asarray(weights, dtype=np.float64)
-        if (w < 0).any() or w.sum() <= 0:
-            raise ConfigError(f"mix weights must be >= 0 with a positive sum, got {list(weights)}.")
-        if length < 1:
-            raise ConfigError(f"mix length must be >= 1, got {length}.")
-        self.datasets = list(datasets)
-        self.probs = w / w.sum()
-        self.length = length
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        for ds in self.datasets:
-            ds.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> TrainingSample:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for a mix of length {self.length}")
-        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-        ds = self.datasets[int(rng.choice(len(self.datasets), p=self.probs))]
-        return ds[int(rng.integers(len(ds)))]
-
-    @property
-    def skipped(self) -> dict[str, Counter[str]]:
-        """Rejection counts per dataset name (this process only)."""
-        out: dict[str, Counter[str]] = {}
-        for ds in self.datasets:
-            out.setdefault(ds.name, Counter()).update(ds.skipped)
-        return out
-
-
+#: ``type`` names of the data config (see :func:`~tryon.anydoor.training.mix.build_mix`)
 DATASET_TYPES: dict[str, Callable[..., PairDataset]] = {
     "image_mask": ImageMaskDataset,
     "viton_hd": VitonHDDataset,
@@ -595,66 +382,13 @@ DATASET_TYPES: dict[str, Callable[..., PairDataset]] = {
 }
 
 
-def build_mix(config: Mapping[str, Any]) -> MixDataset:
-    """Build a :class:`MixDataset` from a plain mapping (e.g. parsed YAML/JSON).
-
-    Keys: ``length`` (int), ``seed`` (int, 0), ``pair`` (mapping of :class:`PairConfig`
-    fields), ``datasets``: a list of mappings with ``type`` (one of ``image_mask``,
-    ``viton_hd``, ``dresscode``, ``video``), ``root``, ``weight`` (1.0) and the type's own
-    keyword arguments (``labels``, ``categories``, ``ref_threshold``, ``interval_divisor``,
-    ``kind``).
-    """
-    cfg = dict(config)
-    pair = PairConfig.from_mapping(cfg.pop("pair", {}))
-    seed = int(cfg.pop("seed", 0))
-    length = int(cfg.pop("length", 0))
-    specs = cfg.pop("datasets", None)
-    if cfg:
-        raise ConfigError(f"unknown training data keys {sorted(cfg)}.")
-    if not specs:
-        raise ConfigError("training data config needs a non-empty `datasets` list.")
-    datasets, weights = [], []
-    for i, spec in enumerate(specs):
-        spec = dict(spec)
-        kind = spec.pop("type", None)
-        if kind not in DATASET_TYPES:
-            raise ConfigError(
-                f"datasets[{i}].type must be one of {sorted(DATASET_TYPES)}, got {kind!r}."
-            )
-        if "root" not in spec:
-            raise ConfigError(f"datasets[{i}] needs a `root`.")
-        weights.append(float(spec.pop("weight", 1.0)))
-        root = spec.pop("root")
-        try:
-            datasets.append(DATASET_TYPES[kind](root, pair, seed=seed + i, **spec))
-        except TypeError as exc:
-            raise ConfigError(f"datasets[{i}] ({kind}): {exc}") from exc
-    return MixDataset(datasets, weights, length or sum(len(d) for d in datasets), seed=seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """``DataLoader(worker_init_fn=...)``: keep stray ``random`` users deterministic too."""
-    random.seed(torch.initial_seed() % 2**32)
-
-
 __all__ = [
-    "KINDS",
-    "TIMESTEP_RANGES",
+    "DATASET_TYPES",
     "DressCodeDataset",
     "ImageMaskDataset",
-    "MixDataset",
-    "Pair",
-    "PairConfig",
     "PairDataset",
-    "SampleRejected",
-    "TrainingSample",
     "VideoDataset",
     "VitonHDDataset",
-    "build_mix",
-    "build_sample",
-    "collate_samples",
     "read_labels",
     "read_rgb",
-    "sample_timestep",
-    "seed_worker",
 ]

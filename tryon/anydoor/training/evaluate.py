@@ -184,7 +184,7 @@ def evaluate_pairs(
     on_pair: Callable[[int], None] | None = None,
 ) -> EvalReport:
     """Render and score every pair (objects with ``ref_image``, ``ref_mask``, ``tar_image``,
-    ``tar_mask``, ``source``, e.g. :class:`~tryon.anydoor.training.data.Pair`).
+    ``tar_mask``, ``source``, e.g. :class:`~tryon.anydoor.training.samples.Pair`).
 
     Each pair is rendered from ``torch.Generator().manual_seed(seed)``. A pair the pipeline
     refuses (a :class:`~tryon.errors.TryOnError`, e.g. an empty mask) is skipped and counted by

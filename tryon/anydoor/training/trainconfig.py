@@ -10,7 +10,7 @@ Example (all keys shown with their defaults unless marked)::
       dinov2: /models/dinov2-giant    # init=sd: transformers folder or Meta's .pth
       weights: null                   # init=anydoor: our folder or the released .ckpt
       config: official                # official | tiny | {AnyDoorConfig fields}
-    data:                             # passed to tryon.anydoor.training.data.build_mix
+    data:                             # passed to tryon.anydoor.training.mix.build_mix
       length: 20000
       pair: {}                        # PairConfig fields (ref_size, size, filters, ...)
       datasets:

@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from tryon.anydoor.training import data as D
-from tryon.errors import ConfigError
+from tryon.anydoor.training import mix as M
+from tryon.anydoor.training import samples as S
+from tryon.errors import ConfigError, TrainingDataError
 
-SMALL = D.PairConfig(ref_size=28, size=64)
+SMALL = S.PairConfig(ref_size=28, size=64)
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:
@@ -54,20 +56,20 @@ def test_sample_timestep_frequencies() -> None:
     rng = np.random.default_rng(0)
     n = 20000
     for kind, p_low in (("video", 0.15), ("image", 0.85), ("multiview", 0.5), ("tryon", 0.5)):
-        ts = np.array([D.sample_timestep(kind, rng) for _ in range(n)])
+        ts = np.array([S.sample_timestep(kind, rng) for _ in range(n)])
         assert ts.min() >= 0 and ts.max() < 1000
         # video: only the 30 % uniform branch reaches t < 500 -> 0.3 * 0.5
         assert abs((ts < 500).mean() - p_low) < 0.02, kind
-    ts = np.array([D.sample_timestep("video", rng, p_uniform=0.0) for _ in range(2000)])
+    ts = np.array([S.sample_timestep("video", rng, p_uniform=0.0) for _ in range(2000)])
     assert ts.min() >= 500
-    ts = np.array([D.sample_timestep("image", rng, p_uniform=0.0) for _ in range(2000)])
+    ts = np.array([S.sample_timestep("image", rng, p_uniform=0.0) for _ in range(2000)])
     assert ts.max() < 500
     with pytest.raises(ConfigError, match="kind"):
-        D.sample_timestep("audio", rng)
+        S.sample_timestep("audio", rng)
 
 
 def test_sample_timestep_seeded() -> None:
-    a = [D.sample_timestep("video", np.random.default_rng(5)) for _ in range(3)]
+    a = [S.sample_timestep("video", np.random.default_rng(5)) for _ in range(3)]
     assert len(set(a)) == 1
 
 
@@ -98,7 +100,7 @@ def test_bad_sample_is_skipped_and_counted(image_root: Path) -> None:
     s = ds[empty]  # falls through to the good item
     assert s.source == "image_mask:good"
     assert ds.skipped["ref_mask_score"] >= 1
-    unfiltered = D.ImageMaskDataset(image_root, D.PairConfig(ref_size=28, size=64, filters=False))
+    unfiltered = D.ImageMaskDataset(image_root, S.PairConfig(ref_size=28, size=64, filters=False))
     assert unfiltered[empty].source == "image_mask:good"
     assert unfiltered.skipped["invalid_mask"] >= 1
 
@@ -107,14 +109,26 @@ def test_all_rejected_raises(tmp_path: Path) -> None:
     root = tmp_path / "bad"
     _write_rgb(root / "images" / "a.png", _textured(32, 32, 0))
     _write_palette(root / "masks" / "a.png", np.zeros((32, 32), np.uint8))
-    ds = D.ImageMaskDataset(root, D.PairConfig(ref_size=28, size=64, max_tries=3))
-    with pytest.raises(D.SampleRejected, match="too_many_rejections"):
+    ds = D.ImageMaskDataset(root, S.PairConfig(ref_size=28, size=64, max_tries=3))
+    with pytest.raises(TrainingDataError, match=r"3 pairs in a row were rejected \(ref_mask_score: 3\)") as info:
         ds[0]
+    assert info.value.code == "training_data_rejected"
+    assert isinstance(info.value, ConfigError)  # the CLI maps it like any config problem
     assert ds.skipped["ref_mask_score"] == 3
 
 
+def test_a_sample_lists_the_pairs_rejected_before_it(image_root: Path) -> None:
+    ds = D.ImageMaskDataset(image_root, SMALL)
+    empty = [p.stem for p in ds.items].index("empty")
+    good = 1 - empty
+    assert ds[good].skipped == ()
+    s = ds[empty]
+    assert s.source == "image_mask:good" and s.skipped and set(s.skipped) == {"ref_mask_score"}
+    assert S.collate_samples([s, ds[good]])["skipped"] == list(s.skipped)
+
+
 def test_filters_and_augment_switchable(image_root: Path) -> None:
-    det = D.PairConfig(ref_size=28, size=64, augment=False, random_ratios=False)
+    det = S.PairConfig(ref_size=28, size=64, augment=False, random_ratios=False)
     ds = D.ImageMaskDataset(image_root, det)
     good = [p.stem for p in ds.items].index("good")
     a, b = ds[good], D.ImageMaskDataset(image_root, det, seed=99)[good]
@@ -212,15 +226,15 @@ def test_video_pair_uses_palette_ids(video_root: Path) -> None:
 
 
 def test_mix_weights_and_collate(image_root: Path, video_root: Path) -> None:
-    cfg = D.PairConfig(ref_size=28, size=32, augment=False)
-    mix = D.MixDataset(
+    cfg = S.PairConfig(ref_size=28, size=32, augment=False)
+    mix = M.MixDataset(
         [D.ImageMaskDataset(image_root, cfg), D.VideoDataset(video_root, cfg)], [3, 1], 200
     )
     kinds = [mix[i].kind for i in range(200)]
     frac = kinds.count("image") / 200
     assert 0.62 < frac < 0.88
     np.testing.assert_array_equal(mix[7].hint, mix[7].hint)
-    batch = D.collate_samples([mix[0], mix[1]])
+    batch = S.collate_samples([mix[0], mix[1]])
     assert tuple(batch["ref"].shape) == (2, 3, 28, 28)
     assert tuple(batch["hint"].shape) == (2, 4, 32, 32)
     assert tuple(batch["jpg"].shape) == (2, 3, 32, 32)
@@ -229,7 +243,7 @@ def test_mix_weights_and_collate(image_root: Path, video_root: Path) -> None:
 
 
 def test_build_mix_from_mapping(image_root: Path, video_root: Path) -> None:
-    mix = D.build_mix(
+    mix = M.build_mix(
         {
             "seed": 1,
             "length": 10,
@@ -244,10 +258,50 @@ def test_build_mix_from_mapping(image_root: Path, video_root: Path) -> None:
     assert mix.datasets[1].interval_divisor == 5
     assert mix[0].hint.shape == (32, 32, 4)
     with pytest.raises(ConfigError, match="unknown pair config"):
-        D.build_mix({"pair": {"sise": 1}, "datasets": [{"type": "video", "root": "x"}]})
+        M.build_mix({"pair": {"sise": 1}, "datasets": [{"type": "video", "root": "x"}]})
     with pytest.raises(ConfigError, match="type"):
-        D.build_mix({"datasets": [{"type": "coco", "root": "x"}]})
+        M.build_mix({"datasets": [{"type": "coco", "root": "x"}]})
     with pytest.raises(ConfigError, match="not found"):
-        D.build_mix({"datasets": [{"type": "image_mask", "root": str(image_root / "nope")}]})
+        M.build_mix({"datasets": [{"type": "image_mask", "root": str(image_root / "nope")}]})
     with pytest.raises(ConfigError, match="datasets\\[0\\]"):
-        D.build_mix({"datasets": [{"type": "video", "root": str(video_root), "bogus": 1}]})
+        M.build_mix({"datasets": [{"type": "video", "root": str(video_root), "bogus": 1}]})
+
+
+# --- D1: repeated draws are fresh, and a pure function of their position ----------------------
+
+
+def test_mix_repeats_of_one_item_are_not_copies(image_root: Path) -> None:
+    """With 1 good pair and length 12, the good pair is drawn many times per epoch; each draw
+    gets its own crop, augmentation, perturbation and timestep (issue 9, D1)."""
+    good_only = image_root.parent / "good_only"
+    for sub in ("images", "masks"):
+        (good_only / sub).mkdir(parents=True)
+        (good_only / sub / "good.png").write_bytes((image_root / sub / "good.png").read_bytes())
+    mix = M.MixDataset([D.ImageMaskDataset(good_only, SMALL)], [1.0], 12, seed=4)
+    samples = [mix[i] for i in range(12)]
+    assert {s.source for s in samples} == {"image_mask:good"}
+    distinct = {(s.timestep, s.hint.tobytes(), s.ref.tobytes()) for s in samples}
+    assert len(distinct) == 12
+    assert len({s.hint.tobytes() for s in samples}) >= 10  # crops differ, not only timesteps
+
+
+def test_mix_draws_are_a_pure_function_of_seed_epoch_position(image_root: Path, video_root: Path) -> None:
+    def fresh() -> M.MixDataset:
+        return M.MixDataset(
+            [D.ImageMaskDataset(image_root, SMALL), D.VideoDataset(video_root, SMALL)],
+            [1, 1], 16, seed=2,
+        )
+
+    a, b = fresh(), fresh()
+    for _ in range(3):  # history of earlier reads does not matter
+        a[5], a[9]
+    a.set_epoch(2)
+    b.set_epoch(2)
+    for i in (9, 3, 5):  # nor the order of reads (what a resume or a worker sees)
+        x, y = a[i], b[i]
+        assert (x.source, x.timestep) == (y.source, y.timestep)
+        np.testing.assert_array_equal(x.hint, y.hint)
+        np.testing.assert_array_equal(x.ref, y.ref)
+    b.set_epoch(3)
+    assert any(a[i].timestep != b[i].timestep or not np.array_equal(a[i].hint, b[i].hint)
+               for i in range(4))
