@@ -4,6 +4,8 @@ reaches psycopg or SQLite as a 500.
 
 Path ids are checked by shape in a ``before_request`` hook (an id that is not 32 lowercase hex
 digits names nothing: 404); body and query strings by the schema field :class:`web.schemas.Text`.
+The pages (``web.pages``) read forms and query strings by hand, so they refuse any unstorable
+query or form value up front (:func:`first_unstorable_field`).
 """
 
 from __future__ import annotations
@@ -42,9 +44,30 @@ def unstorable_reason(value: str) -> str | None:
 
 def reject_malformed_path_ids() -> None:
     """``before_request`` (after authentication): a path id of the wrong shape is a 404 without
-    a query; other path strings (a signed token) must at least be storable text."""
+    a query; other path strings (a signed token) must at least be storable text. The pages
+    (session blueprints) run :func:`check_path_ids` themselves, after their session check, so
+    a signed-out visitor is sent to sign in first, as for any other page."""
+    from web.auth import SESSION_BLUEPRINTS
+
+    if request.blueprint in SESSION_BLUEPRINTS:
+        return
+    check_path_ids()
+
+
+def check_path_ids() -> None:
+    """404 unless every path id has the record-id shape and every path string is storable."""
     for name, value in (request.view_args or {}).items():
         if not isinstance(value, str):
             continue
         if (name in _ID_ARGS and not is_record_id(value)) or unstorable_reason(value):
             raise NotFoundError()
+
+
+def first_unstorable_field() -> str | None:
+    """The name of the first query or (non-file) form field whose name or value cannot be
+    stored, or None."""
+    for source in (request.args, request.form):
+        for name, value in source.items(multi=True):
+            if unstorable_reason(value) or unstorable_reason(name):
+                return name if unstorable_reason(name) is None else "(unnamed)"
+    return None

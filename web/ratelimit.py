@@ -4,7 +4,10 @@
   one budget per API key and one per client address, each endpoint its own.
 * Failed authentication: one budget per client address; once spent, every request from that
   address that needs a key answers 429 until the window frees up (a valid key included, so
-  guessing cannot go on between successes).
+  guessing cannot go on between successes). A wrong key at the pages' sign-in form counts
+  against the same budget, and a spent budget refuses that form too.
+* The pages' form posts (photo upload, garment upload, start a try-on) draw on the budgets of
+  the matching /v1 endpoint, so the pages are no way around the API's limits.
 
 Counters live in Redis when ``TRYON_RATE_LIMIT_STORAGE_URL`` is a ``redis://`` URL (default: the
 broker URL when that is Redis), so every gunicorn worker shares them; on the embedded default
@@ -21,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
@@ -29,7 +32,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from tryon.config import Settings
 from tryon.errors import ConfigError, UnauthorizedError
-from web.auth import PUBLIC_ENDPOINTS
+from web.auth import PUBLIC_ENDPOINTS, SESSION_BLUEPRINTS
 from web.errors import from_http_status
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,13 @@ LIMITED_ENDPOINTS = {
     "photos.create_photo": "uploads",
     "garments.create_garment": "uploads",
     "tryons.create_tryon": "tryons",
+}
+#: page form posts -> the API endpoint whose budgets (per key and per address) they share: an
+#: upload through the pages costs the same as one through /v1
+PAGE_LIMITED_ENDPOINTS = {
+    "pages.upload_my_photo": "photos.create_photo",
+    "pages.upload_garment": "garments.create_garment",
+    "pages.start_my_tryon": "tryons.create_tryon",
 }
 
 
@@ -118,9 +128,13 @@ def install_auth(app: Flask, settings: Settings, authenticate: Callable[[], None
         _parse("rate_limit_auth_failures", settings.rate_limit_auth_failures), uri,
         f"tryon-authfail{settings.queue_prefix}")
 
+    app.extensions["tryon_auth_limit"] = auth_limit
+
     def authenticate_limited() -> Response | None:
         if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
             return None
+        if request.blueprint in SESSION_BLUEPRINTS:
+            return None  # the pages count failed sign-ins themselves (auth_failure_wait)
         address = client_address()
         try:
             wait = auth_limit.retry_after(address)
@@ -143,6 +157,30 @@ def install_auth(app: Flask, settings: Settings, authenticate: Callable[[], None
     app.before_request(authenticate_limited)
 
 
+def auth_failure_wait() -> int | None:
+    """For a page sign-in: seconds this address must wait (its failed-authentication budget is
+    spent, API and pages together), or None."""
+    limit: AuthFailureLimit | None = current_app.extensions.get("tryon_auth_limit")
+    if limit is None:
+        return None
+    try:
+        return limit.retry_after(client_address())
+    except Exception as exc:  # noqa: BLE001 - counters down: let the request through
+        log.warning("rate limit storage unavailable: %s", type(exc).__name__)
+        return None
+
+
+def record_auth_failure() -> None:
+    """For a page sign-in with a wrong key: count it against the address, like a bad bearer."""
+    limit: AuthFailureLimit | None = current_app.extensions.get("tryon_auth_limit")
+    if limit is None:
+        return
+    try:
+        limit.hit(client_address())
+    except Exception as exc:  # noqa: BLE001
+        log.warning("rate limit storage unavailable: %s", type(exc).__name__)
+
+
 def install_limits(app: Flask, settings: Settings) -> Limiter:
     """Limit :data:`LIMITED_ENDPOINTS` per API key and per address. Call after the blueprints
     and after :func:`install_auth` (the per-key limit needs the principal)."""
@@ -158,14 +196,20 @@ def install_limits(app: Flask, settings: Settings) -> Limiter:
         strategy="moving-window", headers_enabled=True, swallow_errors=True,
         key_prefix=f"tryon-rl{settings.queue_prefix}",
     )
-    for endpoint, which in LIMITED_ENDPOINTS.items():
+    targets = [(endpoint, endpoint) for endpoint in LIMITED_ENDPOINTS]
+    targets += [(page, api) for page, api in PAGE_LIMITED_ENDPOINTS.items()
+                if page in app.view_functions]
+    for endpoint, budget in targets:
+        which = LIMITED_ENDPOINTS[budget]
         view: Any = app.view_functions[endpoint]
+        # shared limits: the scope alone names the counter, so a page and its /v1 endpoint
+        # draw on one budget
         if per_key[which]:
-            view = limiter.limit(per_key[which], key_func=_key_or_address,
-                                 scope=f"{endpoint}:key")(view)
+            view = limiter.shared_limit(per_key[which], key_func=_key_or_address,
+                                        scope=f"{budget}:key")(view)
         if per_address:
-            view = limiter.limit(per_address, key_func=client_address,
-                                 scope=f"{endpoint}:addr")(view)
+            view = limiter.shared_limit(per_address, key_func=client_address,
+                                        scope=f"{budget}:addr")(view)
         app.view_functions[endpoint] = view
     return limiter
 
