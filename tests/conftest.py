@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from service_checks import require_service
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -47,8 +48,6 @@ def throwaway_pg_database(prefix: str) -> Iterator[str]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A throwaway PostgreSQL database (empty schema), dropped after the test."""
-    why = pg_unreachable()
-    if why:
-        pytest.skip(why)
+    require_service(pg_unreachable())
     with throwaway_pg_database("tryon_test") as url:
         yield url

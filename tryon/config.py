@@ -154,6 +154,22 @@ class Settings:
     log_format: str = "text"
     #: log level of every process (DEBUG, INFO, WARNING, ERROR)
     log_level: str = "INFO"
+    # --- rate limits (S-13; web/ratelimit.py): "N/second|minute|hour|day", ";"-separated for
+    # several, "" = off
+    #: photo and garment uploads per API key
+    rate_limit_uploads: str = "60/minute"
+    #: try-on creations per API key
+    rate_limit_tryons: str = "60/minute"
+    #: uploads and try-on creations per client address (each)
+    rate_limit_per_address: str = "300/minute"
+    #: failed authentications (bad or revoked keys, failed page sign-ins) per client address
+    rate_limit_auth_failures: str = "30/minute"
+    #: where the counters live: "" = the broker when it is Redis (shared by every API
+    #: process), else in-process memory ("memory://"; each gunicorn worker counts alone)
+    rate_limit_storage_url: str = ""
+    #: photo analyses per analyzer process (one per API worker) before it is replaced, which
+    #: bounds its memory; 0 = never replaced
+    analyzer_max_tasks: int = 200
 
     # ----------------------------------------------------------------------------------
     @property

@@ -158,8 +158,10 @@ class NormalizedImage:
     premultiplied) colours. Without a kept alpha, transparent sources are composited on white.
     ``format``: the source format (``"JPEG"``, ``"PNG"`` or ``"WEBP"``).
     ``original_size``: ``(w, h)`` of the source after EXIF orientation, before downscaling.
-    ``encoded``: the bytes to store: PNG (RGBA) when ``alpha`` is set, else JPEG quality 95
-    with 4:4:4 chroma. ``content_type`` matches it; ``sha256`` is the hex digest of it.
+    ``encoded``: the bytes to store, always lossless against ``rgb``: the uploaded JPEG stream
+    with its metadata segments removed when it decodes to exactly ``rgb`` (an upright JPEG that
+    was not resized), else PNG (RGBA when ``alpha`` is set). ``content_type`` matches it;
+    ``sha256`` is the hex digest of it.
     """
 
     rgb: NDArray[np.uint8]
@@ -406,7 +408,8 @@ def normalize_upload(
     """Decode untrusted image bytes into a :class:`NormalizedImage`.
 
     ``keep_alpha``: keep a not-all-opaque alpha channel (garment cut-outs) as ``alpha`` and
-    store PNG; otherwise transparency is composited on white and JPEG is stored.
+    store PNG; otherwise transparency is composited on white. What is stored is lossless (see
+    :class:`NormalizedImage`): never a re-encoded JPEG.
 
     Raises only :class:`~tryon.errors.InvalidImageError` subclasses:
     ``UnsupportedFormatError`` (415), ``ImageTooLargeError`` (413), ``ImageTooSmallError``
@@ -423,12 +426,11 @@ def normalize_upload(
         alpha: NDArray[np.uint8] | None = np.ascontiguousarray(arr[..., 3])
         content_type = "image/png"
     else:
-        encoded = _save(im, "JPEG")
-        # rgb is what anyone decoding the stored bytes gets, so API and worker see the same pixels
-        with Image.open(io.BytesIO(encoded), formats=["JPEG"]) as back:
-            rgb = np.array(back.convert("RGB"), dtype=np.uint8)
+        # lossless: the stored bytes decode to exactly these pixels, so "outside the changed
+        # region the result equals the upload (after orientation)" holds against the upload
+        rgb = np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
         alpha = None
-        content_type = "image/jpeg"
+        encoded, content_type = _store_lossless(data, fmt, im, original_size, rgb)
     return NormalizedImage(
         rgb=rgb,
         alpha=alpha,
@@ -503,6 +505,80 @@ def decode_mask(
 
 
 # --- encoding ----------------------------------------------------------------------------
+#: APPn markers kept when a JPEG stream is stored as uploaded: JFIF (APP0, thumbnail dropped)
+#: and Adobe (APP14, says how to read the colour components). EXIF, XMP, ICC, IPTC, maker
+#: notes (APP1-APP13, APP15) and comments (COM) go.
+_JPEG_APP0, _JPEG_APP14, _JPEG_SOS, _JPEG_EOI, _JPEG_COM = 0xE0, 0xEE, 0xDA, 0xD9, 0xFE
+
+
+def strip_jpeg_metadata(data: bytes) -> bytes | None:
+    """The JPEG stream ``data`` without metadata segments (EXIF with GPS, XMP, ICC, IPTC,
+    comments, a JFIF thumbnail, anything after the end marker), the compressed pixels byte for
+    byte; None when the stream is not laid out as expected (the caller then re-encodes)."""
+    n = len(data)
+    if data[:2] != b"\xff\xd8":
+        return None
+    out = bytearray(b"\xff\xd8")
+    i, in_scan = 2, False
+    while i < n:
+        if in_scan:
+            # entropy-coded data runs to the next marker that is not stuffing or a restart
+            j = data.find(b"\xff", i)
+            while j != -1 and j + 1 < n and (data[j + 1] == 0x00 or 0xD0 <= data[j + 1] <= 0xD7
+                                             or data[j + 1] == 0xFF):
+                j = data.find(b"\xff", j + 1 if data[j + 1] == 0xFF else j + 2)
+            if j == -1 or j + 1 >= n:
+                return None
+            out += data[i:j]
+            i, in_scan = j, False
+            continue
+        if data[i] != 0xFF or i + 1 >= n:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == _JPEG_EOI:
+            out += b"\xff\xd9"
+            return bytes(out)
+        if i + 4 > n:
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if length < 2 or i + 2 + length > n:
+            return None
+        segment = data[i:i + 2 + length]
+        if marker == _JPEG_APP0:
+            if segment[4:9] == b"JFIF\x00" and length >= 16:
+                # the same header with a 0x0 thumbnail
+                out += b"\xff\xe0\x00\x10" + segment[4:16] + b"\x00\x00"
+        elif 0xE1 <= marker <= 0xEF and marker != _JPEG_APP14 or marker == _JPEG_COM:
+            pass
+        else:
+            out += segment
+            in_scan = marker == _JPEG_SOS
+        i += 2 + length
+    return None
+
+
+def _store_lossless(data: bytes, fmt: str, im: Image.Image, original_size: tuple[int, int],
+                    rgb: NDArray[np.uint8]) -> tuple[bytes, str]:
+    """``(bytes, content type)`` to store for the upright RGB image ``im`` (pixels ``rgb``):
+    the uploaded JPEG stream without its metadata when it already decodes to exactly ``rgb``
+    (not rotated, not resized; checked by decoding it), else PNG."""
+    if fmt == "JPEG" and im.size == original_size:
+        stripped = strip_jpeg_metadata(data)
+        if stripped is not None:
+            try:
+                with Image.open(io.BytesIO(stripped), formats=["JPEG"]) as back:
+                    same = back.size == im.size and np.array_equal(
+                        np.asarray(back.convert("RGB"), dtype=np.uint8), rgb)
+            except _DECODER_ERRORS:
+                same = False
+            if same:
+                return stripped, "image/jpeg"
+    return _save(im, "PNG"), "image/png"
+
+
 
 
 def _save(im: Image.Image, fmt: str) -> bytes:

@@ -61,6 +61,13 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def check_list_prefix(prefix: str) -> str:
+    """A prefix for :meth:`Storage.list_keys`: a bare kind (``results``) or a delete prefix."""
+    if isinstance(prefix, str) and _KIND_RE.fullmatch(prefix):
+        return prefix
+    return check_prefix(prefix)
+
+
 def new_key(kind: str, owner_id: str, ext: str) -> str:
     """A fresh server-generated key ``{kind}/{owner_id}/{uuid4hex}.{ext}``.
 
@@ -123,6 +130,11 @@ class Storage(Protocol):
     def delete(self, key: str) -> None: ...
 
     def delete_prefix(self, prefix: str) -> int: ...
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (a kind such as ``results``, or a delete prefix), sorted:
+        what the orphan sweep compares with the rows."""
+        ...
 
     def signed_url(
         self, key: str, ttl: int, *, content_type: str | None = None, filename: str | None = None
@@ -207,6 +219,41 @@ class LocalStorage:
             base.rmdir()
         except OSError as exc:
             raise StorageUnavailableError(f"could not delete {prefix}: {exc.strerror}") from exc
+        return count
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self.root / check_list_prefix(prefix)
+        if not base.is_dir():
+            return []
+        keys = []
+        try:
+            for p in base.rglob("*"):
+                if p.is_file() and not p.is_symlink():
+                    key = p.relative_to(self.root).as_posix()
+                    if KEY_RE.fullmatch(key):  # temp files of a write in progress are no keys
+                        keys.append(key)
+        except OSError as exc:
+            raise StorageUnavailableError(f"could not list {prefix}: {exc.strerror}") from exc
+        return sorted(keys)
+
+    def delete_stale_temp_files(self, prefix: str, min_age_s: float) -> int:
+        """Remove ``.tmp-*.part`` files under ``prefix`` older than ``min_age_s``: what a
+        writer killed between the temp write and the rename left (no key names them, so only
+        this finds them). A younger one may be a write in progress and stays."""
+        import time
+
+        base = self.root / check_list_prefix(prefix)
+        if not base.is_dir():
+            return 0
+        cutoff = time.time() - min_age_s
+        count = 0
+        try:
+            for p in base.rglob(".tmp-*.part"):
+                if p.is_file() and not p.is_symlink() and p.stat().st_mtime <= cutoff:
+                    p.unlink(missing_ok=True)
+                    count += 1
+        except OSError as exc:
+            raise StorageUnavailableError(f"could not clean {prefix}: {exc.strerror}") from exc
         return count
 
     def signed_url(
@@ -343,6 +390,21 @@ class S3Storage:
         except Exception as exc:
             raise self._wrap(exc, f"delete prefix {prefix}") from exc
         return count
+
+    def list_keys(self, prefix: str) -> list[str]:
+        full = (f"{self.prefix}/" if self.prefix else "") + check_list_prefix(prefix) + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for o in page.get("Contents", []):
+                    key = o["Key"][strip:]
+                    if KEY_RE.fullmatch(key):
+                        keys.append(key)
+        except Exception as exc:
+            raise self._wrap(exc, f"list {prefix}") from exc
+        return sorted(keys)
 
     def signed_url(
         self, key: str, ttl: int, *, content_type: str | None = None, filename: str | None = None

@@ -3,6 +3,15 @@
 The pool is created on the first analysis (spawned, never forked: a forked copy of a threaded
 web worker can deadlock) and shut down with the app. Each pool process builds its MediaPipe
 graphs once (``tryon.vision.analysis`` caches them per process).
+
+Memory shape (issue 11.8): a bound per API worker, not a pool per host. Each gunicorn worker
+owns at most ``max_workers`` (default 1) analyzer process, started on its first upload, and the
+process is replaced after ``max_tasks`` analyses (``TRYON_ANALYZER_MAX_TASKS``) so that whatever
+MediaPipe or the image stack leaves behind cannot grow without bound. The host therefore holds
+at most ``gunicorn workers x (API worker + one analyzer)``; bench/api_memory.py measures both
+(figures in docs/api.md). A host-wide pool would save one analyzer per extra worker but put
+every upload behind one IPC server that must itself be supervised; with the default two
+workers the bound is simpler and costs one extra process.
 """
 
 from __future__ import annotations
@@ -34,9 +43,14 @@ class PoolAnalyzer:
     (grayscale PNG bytes of the main person's own silhouette at the photo's size, 255 =
     person, or None)."""
 
-    def __init__(self, max_workers: int = 1, timeout_s: float = 120.0) -> None:
+    def __init__(self, max_workers: int = 1, timeout_s: float = 120.0, max_tasks: int = 200,
+                 fn: Any = None) -> None:
+        """``max_tasks``: analyses per analyzer process before it is replaced (0 = never).
+        ``fn``: the pool entry point (tests pass a light one)."""
         self.max_workers = max_workers
         self.timeout_s = timeout_s
+        self.max_tasks = max_tasks
+        self._fn = fn or _run_analysis
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -44,13 +58,14 @@ class PoolAnalyzer:
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.max_workers, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=self.max_workers, mp_context=multiprocessing.get_context("spawn"),
+                    max_tasks_per_child=self.max_tasks or None,
                 )
             return self._pool
 
     def __call__(self, image_bytes: bytes, categories: Iterable[str] | None = None) -> dict[str, Any]:
         cats = None if categories is None else [str(c) for c in categories]
-        future = self._executor().submit(_run_analysis, image_bytes, cats)
+        future = self._executor().submit(self._fn, image_bytes, cats)
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:

@@ -17,8 +17,12 @@ from apiflask import APIFlask
 from flask import Response, g, request
 
 from tryon.config import Settings, load_settings
+from web import ratelimit
 from web.auth import authenticate_request
 from web.errors import register_error_handlers
+from web.inputs import reject_malformed_path_ids
+from web.openapi import make_truthful
+from web.schemas import ErrorOut
 from web.services import ServiceOverrides, Services, close_session
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,9 @@ def create_app(
             "Virtual try-on API. Authenticate with `Authorization: Bearer <key>`. Every error "
             'is `{"error": {"code", "message"}}`.'
         ),
+        # the one error body, in the document too (web/openapi.py adds the missing statuses)
+        HTTP_ERROR_SCHEMA=ErrorOut,
+        VALIDATION_ERROR_SCHEMA=ErrorOut,
     )
     app.config.update(config or {})
 
@@ -83,7 +90,7 @@ def create_app(
         session_factory=session_factory,
         storage=over.storage or make_storage(settings),
         publisher=over.publisher or CeleryPublisher(settings),
-        analyzer=over.analyzer or PoolAnalyzer(),
+        analyzer=over.analyzer or PoolAnalyzer(max_tasks=settings.analyzer_max_tasks),
         secret_key=resolve_secret_key(settings),
         engines=over.engines or RegistryEngines(settings.stale_after_s),
         webhook_resolver=over.webhook_resolver,
@@ -96,7 +103,8 @@ def create_app(
     # 3. request lifecycle: request id, metrics timer, auth, session teardown, headers
     _install_request_id(app)
     metrics.install(app)
-    app.before_request(authenticate_request)
+    ratelimit.install_auth(app, settings, authenticate_request)
+    app.before_request(reject_malformed_path_ids)
     app.teardown_appcontext(close_session)
 
     @app.after_request
@@ -116,6 +124,14 @@ def create_app(
     from web import pages
 
     pages.install(app, svc.secret_key)
+    # after every blueprint, pages included: the limits wrap the registered view functions
+    app.extensions["tryon_limiter"] = ratelimit.install_limits(app, settings)
+
+    @app.spec_processor
+    def _truthful_spec(spec: dict[str, Any] | str) -> dict[str, Any] | str:
+        if isinstance(spec, str):  # only with SPEC_FORMAT yaml, which we do not use
+            return spec
+        return make_truthful(spec, ratelimit.limited_openapi_paths(app))
 
     def _job_stats() -> dict[str, Any] | None:
         from tryon.records.stats import queue_stats

@@ -17,11 +17,12 @@ from apiflask.fields import (
     Raw,
     String,
 )
-from apiflask.validators import Length, OneOf, Range
+from apiflask.validators import Length, OneOf, Range, Regexp
 from marshmallow import ValidationError
 
 from tryon.anydoor.limits import CONTROL_STRENGTH, GUIDANCE, NUM_SAMPLES, SEED, STEPS, Bound
 from tryon.types import Category, GarmentLength, JobStatus, MaskMode
+from web.inputs import CURSOR_PATTERN, ID_PATTERN, unstorable_reason
 
 CATEGORIES = [c.value for c in Category]
 LENGTHS = [g.value for g in GarmentLength]
@@ -33,6 +34,23 @@ def bound_range(bound: Bound) -> Range:
     what the pipeline checks)."""
     cast = int if bound.integer else float
     return Range(min=cast(bound.low), max=cast(bound.high), min_inclusive=not bound.low_open)
+
+
+class Text(String):
+    """A string the database can store: a NUL byte or a lone surrogate is a 422 naming the
+    field (PostgreSQL refuses NUL in text; a surrogate cannot be encoded as UTF-8)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        out = super()._deserialize(value, attr, data, **kwargs)
+        reason = unstorable_reason(out)
+        if reason:
+            raise ValidationError(f"Not valid text: {reason}.")
+        return out
+
+
+def RecordId(**kwargs: Any) -> Text:
+    """A record id: 32 lowercase hex digits."""
+    return Text(validate=Regexp(ID_PATTERN), metadata={"pattern": ID_PATTERN}, **kwargs)
 
 
 class ErrorDetail(Schema):
@@ -47,7 +65,11 @@ class ErrorOut(Schema):
 
 class PageQuery(Schema):
     limit = Integer(load_default=20, validate=Range(1, 100))
-    cursor = String(load_default=None, validate=Length(max=200))
+    # the shape is checked by the view (422 invalid_cursor), the pattern documents it
+    cursor = Text(load_default=None, validate=Length(max=200), metadata={
+        "pattern": CURSOR_PATTERN,
+        "description": "`next_cursor` of the previous page (opaque; any value of this shape "
+                       "is accepted)."})
 
 
 # --- garments --------------------------------------------------------------------------
@@ -56,8 +78,8 @@ class GarmentIn(Schema):
     mask = File(load_default=None, metadata={"description": "Optional garment mask (white = garment)."})
     category = String(required=True, validate=OneOf(CATEGORIES))
     length = String(load_default=GarmentLength.REGULAR.value, validate=OneOf(LENGTHS))
-    name = String(load_default="", validate=Length(max=200))
-    sku = String(load_default=None, validate=Length(max=100))
+    name = Text(load_default="", validate=Length(max=200))
+    sku = Text(load_default=None, validate=Length(max=100))
 
 
 class GarmentOut(Schema):
@@ -118,30 +140,43 @@ class JSONFloat(Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class JSONInteger(Integer):
+    """A JSON integer: ``4`` and ``4.0`` (the same number in JSON Schema); never a string, a
+    boolean or a fractional number (``10.7`` is refused, not truncated)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class TryOnIn(Schema):
     # JSON body: integers are strict (a string "2" or 10.7 is a 422 naming the field, never
     # coerced or silently truncated); query strings (PageQuery) must stay lenient
 
-    photo_id = String(required=True, validate=Length(equal=32))
-    garment_id = String(required=True, validate=Length(equal=32))
-    engine = String(load_default=None, validate=Length(max=32))
-    num_samples = Integer(strict=True, load_default=1, validate=bound_range(NUM_SAMPLES))
-    seed = Integer(strict=True, load_default=None, allow_none=True, validate=bound_range(SEED))
-    steps = Integer(strict=True, load_default=None, allow_none=True, validate=bound_range(STEPS),
-                    metadata={"description": "Denoising steps (default TRYON_DEFAULT_STEPS)."})
+    photo_id = RecordId(required=True)
+    garment_id = RecordId(required=True)
+    engine = Text(load_default=None, validate=Length(max=32))
+    num_samples = JSONInteger(load_default=1, validate=bound_range(NUM_SAMPLES))
+    seed = JSONInteger(load_default=None, allow_none=True, validate=bound_range(SEED))
+    steps = JSONInteger(load_default=None, allow_none=True, validate=bound_range(STEPS),
+                        metadata={"description": "Denoising steps (default TRYON_DEFAULT_STEPS)."})
     guidance = JSONFloat(load_default=None, allow_none=True, validate=bound_range(GUIDANCE),
                          metadata={"description": "Guidance scale, > 0 (default "
                                                   "TRYON_DEFAULT_GUIDANCE)."})
     control_strength = JSONFloat(load_default=None, allow_none=True,
                                  validate=bound_range(CONTROL_STRENGTH),
                                  metadata={"description": "ControlNet strength (default 1.0)."})
-    box = List(Integer(strict=True), load_default=None, allow_none=True, validate=Length(equal=4),
+    box = List(JSONInteger(), load_default=None, allow_none=True, validate=Length(equal=4),
                metadata={"description": "Placement override [x1, y1, x2, y2), photo pixels."})
     mask = String(load_default="box", validate=OneOf([m.value for m in MaskMode]), metadata={
         "description": "Region to repaint: `box` (the whole placement box) or `shape` (the box "
                        "cut to the person's silhouette from the photo's segmentation, dilated; "
                        "falls back to the box when the photo has no usable person mask)."})
-    webhook_url = String(load_default=None, allow_none=True, validate=Length(max=2000))
+    webhook_url = Text(load_default=None, allow_none=True, validate=Length(max=2000))
 
 
 class ResultOut(Schema):

@@ -1,12 +1,20 @@
-"""Signed, expiring result URLs (itsdangerous), bound to one storage key and one purpose."""
+"""Signed, expiring result URLs, bound to one storage key and one purpose.
+
+The token is encrypted and authenticated (Fernet: AES-128-CBC + HMAC-SHA256 with a key derived
+for this one purpose), so a shopper who shares a link shares no account or job id: the payload
+(storage key, job id, sample index) is readable only by the server. Fernet's issue time (in the
+clear, as in any Fernet token) gives the expiry.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from cryptography.fernet import Fernet, InvalidToken
 
 from tryon.config import Settings
 from tryon.webhooks import PURPOSE_RESULT_URL, derive_key, load_master_secret
@@ -30,19 +38,26 @@ class ResultSigner:
         """``secret`` is the master secret; the signing key is derived from it for this one
         purpose (never the key webhooks are signed with)."""
         self.ttl_s = max(1, min(int(ttl_s), MAX_TTL_S))
-        self._s = URLSafeTimedSerializer(derive_key(secret, PURPOSE_RESULT_URL), salt=RESULT_SALT)
+        key = derive_key(secret, PURPOSE_RESULT_URL)
+        # the salt keeps this key apart from any other use of the same derived key
+        key = derive_key(key, RESULT_SALT)
+        self._f = Fernet(base64.urlsafe_b64encode(key))
 
     def sign(self, storage_key: str, job_id: str, index: int) -> str:
-        return self._s.dumps({"k": storage_key, "j": job_id, "i": int(index)})
+        payload = json.dumps({"k": storage_key, "j": job_id, "i": int(index)},
+                             separators=(",", ":")).encode()
+        # base64 padding is dropped so the token is one clean path segment
+        return self._f.encrypt(payload).decode().rstrip("=")
 
     def verify(self, token: str) -> tuple[dict[str, Any], float] | None:
-        """The payload and its age in seconds, or None when altered or expired."""
+        """The payload and its age in seconds, or None when altered, foreign or expired."""
+        raw = (token + "=" * (-len(token) % 4)).encode("ascii", "replace")
         try:
-            payload, ts = self._s.loads(token, max_age=self.ttl_s, return_timestamp=True)
-        except SignatureExpired:
-            return None
-        except BadSignature:
+            data = self._f.decrypt(raw, ttl=self.ttl_s)
+            issued = self._f.extract_timestamp(raw)
+            payload = json.loads(data)
+        except (InvalidToken, ValueError):
             return None
         if not isinstance(payload, dict) or not {"k", "j", "i"} <= payload.keys():
             return None
-        return payload, max(0.0, time.time() - ts.timestamp())
+        return payload, max(0.0, time.time() - issued)

@@ -13,14 +13,17 @@ After a database outage every heartbeat looks stale, so the first pass after the
 connection recovers is skipped: running workers get one interval to heartbeat again before
 anything is re-queued.
 
-Retention (P-2): when ``TRYON_PHOTO_TTL_S`` or ``TRYON_RESULT_TTL_S`` is set, a pass also runs
-:func:`tryon.records.retention.purge_expired` with the database clock, at most every
-``TRYON_PURGE_INTERVAL_S`` (it lists and deletes objects, so not every 10 s). A failing purge is
+Retention (P-2): at most every ``TRYON_PURGE_INTERVAL_S`` (it lists and deletes objects, so not
+every 10 s) a pass runs the orphan sweep (:func:`tryon.records.retention.sweep_result_orphans`:
+result objects of lost attempts and other objects no row points at) and, when
+``TRYON_PHOTO_TTL_S`` or ``TRYON_RESULT_TTL_S`` is set,
+:func:`tryon.records.retention.purge_expired` with the database clock. A failing purge is
 logged and retried by a later pass; it never stops the job recovery above.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -34,7 +37,7 @@ from tryon.config import Settings
 from tryon.logs import job_extra
 from tryon.records import jobs, outbox, reaping
 from tryon.records.db import session_scope
-from tryon.records.retention import PurgeReport, purge_expired
+from tryon.records.retention import PurgeReport, purge_expired, sweep_result_orphans
 from tryon.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -110,8 +113,6 @@ class Reaper:
 
     def _maybe_purge(self) -> PurgeReport | None:
         s = self.settings
-        if s.photo_ttl_s <= 0 and s.result_ttl_s <= 0:
-            return None
         t = self._monotonic()
         if self._last_purge is not None and t - self._last_purge < s.purge_interval_s:
             return None
@@ -121,9 +122,14 @@ class Reaper:
                 from tryon.storage import make_storage
 
                 self._storage = make_storage(s)
+            report = PurgeReport()
             with self.factory() as session:
-                return purge_expired(session, self._storage, photo_ttl_s=s.photo_ttl_s,
-                                     result_ttl_s=s.result_ttl_s, now=jobs.db_now(session))
+                if s.photo_ttl_s > 0 or s.result_ttl_s > 0:
+                    report = purge_expired(session, self._storage, photo_ttl_s=s.photo_ttl_s,
+                                           result_ttl_s=s.result_ttl_s, now=jobs.db_now(session))
+                swept = sweep_result_orphans(session, self._storage)
+            return dataclasses.replace(report, orphans=swept.objects,
+                                       temp_files=swept.temp_files)
         except Exception as exc:  # noqa: BLE001 - DB or storage down: a later pass retries
             log.warning("reaper: retention purge failed: %s", exc)
             return None

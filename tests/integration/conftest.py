@@ -22,6 +22,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "workers"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from service_checks import require_service  # noqa: E402
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 REDIS_DB = int(os.environ.get("TRYON_TEST_REDIS_DB", "14"))
@@ -48,8 +51,7 @@ def _services_up() -> str | None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     why = _services_up()
-    if why:
-        pytest.skip(why)
+    require_service(why)
     import psycopg
 
     name = f"tryon_it_{uuid.uuid4().hex[:12]}"
@@ -260,8 +262,7 @@ def pg_cluster() -> Iterator[Any]:
     from servers import PgCluster
 
     why = PgCluster.available()
-    if why:
-        pytest.skip(why)
+    require_service(why)
     cluster = PgCluster()
     try:
         cluster.init()
@@ -290,8 +291,7 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     from servers import RedisServer
 
     why = RedisServer.available()
-    if why:
-        pytest.skip(why)
+    require_service(why)
     made: list[Any] = []
 
     def make(aof: bool = True, start: bool = True) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from PIL import Image
 from servers import free_port, port_open
+from service_checks import require_service
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ def _alive(procs: list[Any]) -> list[Any]:
 def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
     psutil = pytest.importorskip("psutil")
     if not TRYON.exists():
-        pytest.skip(f"{TRYON} is not installed (run the bootstrap script)")
+        require_service(f"{TRYON} is not installed (run the bootstrap script)")
     data = tmp_path / "var"
     env = _env(data)
     print("\n" + _cli(env, tmp_path, "db", "upgrade"))

@@ -145,3 +145,25 @@ def test_soft_and_hard_time_limits_fail_with_timeout_and_the_worker_goes_on(stac
         job = st.wait_status(job_id, {"succeeded", "failed", "canceled"}, 30)
         assert (job.status, job.error_code, job.attempt) == ("failed", "timeout", 1), st.logs()
     assert st.wait_status(after, {"succeeded", "failed"}, 30).status == "succeeded"
+
+
+def test_kill9_during_save_leaves_no_objects_of_the_lost_attempt(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11.2: a worker killed while saving left ``a1/0.png`` beside the winning ``a2/``
+    for good. The reaper's orphan sweep removes it; the winning attempt's objects stay."""
+    st = stack_factory(TRYON_PURGE_INTERVAL_S="1")
+    st.start_reaper()
+    st.start_worker()
+    ids = st.seed()
+    job_id = st.submit(ids, params={"num_samples": 2, "fake": {"save_stall_s": 60}})
+    st.wait_until(lambda: "a1/0.png" in st.outputs(ids, job_id), 45, "sample 0 of attempt 1")
+    st.wait_until(lambda: st.job(job_id).stage == "store", 10, "the heartbeat to say store")
+    child_pid = int(st.job(job_id).worker_id.rsplit(":", 1)[1])
+    os.kill(child_pid, signal.SIGKILL)
+    job = st.wait_status(job_id, {"succeeded", "failed"}, 60)
+    assert (job.status, job.attempt) == ("succeeded", 2), st.logs()
+    st.wait_until(lambda: st.outputs(ids, job_id) == ["a2/0.png", "a2/1.png"], 20,
+                  "the sweep to remove a1/")
+    with st.factory() as s:
+        keys = sorted(s.scalars(select(TryOnResult.storage_key)
+                                .where(TryOnResult.job_id == job_id)))
+    assert [k.rsplit("/", 2)[1:] for k in keys] == [["a2", "0.png"], ["a2", "1.png"]]

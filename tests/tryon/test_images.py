@@ -125,11 +125,15 @@ def test_accepted_formats_decode_to_rgb(fmt: str) -> None:
     assert out.format == fmt
     assert out.rgb.shape == (256, 320, 3) and out.rgb.dtype == np.uint8
     assert out.original_size == (320, 256)
-    assert out.alpha is None and out.content_type == "image/jpeg"
+    # stored losslessly: the JPEG stream as uploaded (metadata removed), anything else as PNG
+    stored = "JPEG" if fmt == "JPEG" else "PNG"
+    assert out.alpha is None and out.content_type == f"image/{stored.lower()}"
     assert np.abs(out.rgb.astype(int) - u).mean() < 3
+    with Image.open(io.BytesIO(data)) as up:
+        assert np.array_equal(np.asarray(up.convert("RGB")), out.rgb)
     # rgb is exactly what the stored bytes decode to
     with Image.open(io.BytesIO(out.encoded)) as back:
-        assert back.format == "JPEG"
+        assert back.format == stored
         assert np.array_equal(np.asarray(back.convert("RGB")), out.rgb)
     import hashlib
 
@@ -206,9 +210,9 @@ def test_palette_with_transparency_and_la_rgba() -> None:
     rgba = np.dstack([u, np.full(u.shape[:2], 255, np.uint8)])
     rgba[:, :100, 3] = 0  # a cut-out: left strip transparent
     rgba[:, :100, :3] = (0, 0, 0)
-    # dropped alpha: composited on white, stored as JPEG
+    # dropped alpha: composited on white, stored as PNG (lossless)
     out = normalize_upload(save(rgba, "PNG"))
-    assert out.alpha is None and out.content_type == "image/jpeg"
+    assert out.alpha is None and out.content_type == "image/png"
     assert out.rgb[:, :90].min() > 245
     # kept alpha: PNG with exact pixels
     kept = normalize_upload(save(rgba, "PNG"), keep_alpha=True)
@@ -221,7 +225,7 @@ def test_palette_with_transparency_and_la_rgba() -> None:
     opaque = normalize_upload(
         save(np.dstack([u, np.full(u.shape[:2], 255, np.uint8)]), "PNG"), keep_alpha=True
     )
-    assert opaque.alpha is None and opaque.content_type == "image/jpeg"
+    assert opaque.alpha is None and opaque.content_type == "image/png"
     # palette with a transparent index
     p = Image.fromarray(u).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
     idx = int(np.asarray(p)[0, -1])
@@ -370,8 +374,8 @@ def test_open_is_called_with_the_allowlist(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(images.Image, "open", spy_open)
     normalize_upload(save(upright(), "PNG"))
-    # the upload is opened as PNG only; the second open reads back our own JPEG
-    assert seen == [["PNG"], ["JPEG"]]
+    # the upload is opened as PNG only (it is stored as PNG: nothing to read back)
+    assert seen == [["PNG"]]
 
 
 # --- size limits and bombs (S-3) ---------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -195,3 +196,37 @@ def test_s3_presign_expires_and_overrides(s3: S3Storage) -> None:
     assert q["X-Amz-Expires"] == ["900"]
     # and the object itself carries its stored Content-Type
     assert s3.client.head_object(Bucket="tryon-test", Key=f"env1/{key}")["ContentType"] == "image/png"
+
+
+def _check_list_keys(store: Any) -> None:
+    job = uuid.uuid4().hex
+    keys = [result_key(OWNER, job, 1, 0), result_key(OWNER, job, 2, 0)]
+    other = new_key("photos", OWNER, "jpg")
+    for k in (*keys, other):
+        store.put(k, b"x", "image/png")
+    assert store.list_keys("results") == sorted(keys)
+    assert store.list_keys(f"results/{OWNER}/{job}") == sorted(keys)
+    assert store.list_keys("photos") == [other]
+    assert store.list_keys("masks") == []
+    for bad in ("", "../results", "results/../x", "Results"):
+        with pytest.raises(InvalidStorageKeyError):
+            store.list_keys(bad)
+
+
+def test_local_list_keys_skips_temp_files(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    _check_list_keys(store)
+    # a write killed half-way leaves a temp file: no key
+    (tmp_path / "results" / OWNER).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "results" / OWNER / ".tmp-abc.part").write_bytes(b"half")
+    assert all(".part" not in k for k in store.list_keys("results"))
+    # a killed writer's temp file goes once it is old enough; a fresh one may be in progress
+    old = tmp_path / "results" / OWNER / ".tmp-old.part"
+    old.write_bytes(b"half")
+    os.utime(old, (1, 1))
+    assert store.delete_stale_temp_files("results", 300) == 1
+    assert not old.exists() and (tmp_path / "results" / OWNER / ".tmp-abc.part").exists()
+
+
+def test_s3_list_keys(s3: S3Storage) -> None:
+    _check_list_keys(s3)

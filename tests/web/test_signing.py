@@ -48,3 +48,36 @@ def test_signer_round_trip_and_key_separation(tmp_path: Path) -> None:
     got = ResultSigner(secret, 60).verify(token)
     assert got is not None and got[0] == {"k": "results/a.png", "j": "j1", "i": 0}
     assert ResultSigner(secret + "x", 60).verify(token) is None
+
+
+def test_token_is_opaque(tmp_path: Path) -> None:
+    """Issue 11.6: a shared link must not reveal the account or job id (the old itsdangerous
+    token carried its JSON payload in readable base64)."""
+    import base64
+
+    account, job = "a" * 32, "b" * 32
+    key = f"results/{account}/{job}/a1/0.png"
+    token = ResultSigner("s3cret", 60).sign(key, job, 0)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for secret_part in (account, job, key):
+        assert secret_part not in token
+        assert secret_part.encode() not in raw
+    assert "=" not in token and "/" not in token
+    # two tokens for the same sample differ (random IV): no token reveals another's content
+    assert ResultSigner("s3cret", 60).sign(key, job, 0) != token
+
+
+def test_token_expires_and_binds_one_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    signer = ResultSigner("s3cret", 60)
+    token = signer.sign("results/x/y/a1/1.png", "y", 1)
+    got = signer.verify(token)
+    assert got is not None and got[0]["i"] == 1 and got[0]["k"].endswith("/1.png")
+    assert 0.0 <= got[1] < 5
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 61)
+    assert signer.verify(token) is None
+    monkeypatch.setattr(time, "time", real)
+    assert signer.verify(token[:-2]) is None and signer.verify("") is None
+    assert signer.verify("\x00\ud800") is None

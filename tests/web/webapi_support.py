@@ -138,16 +138,23 @@ class Ctx:
             return j.id
 
 
+#: rate limits are off in API tests unless a test asks for them (tests/web/test_rate_limits.py)
+NO_RATE_LIMITS = {"rate_limit_uploads": "", "rate_limit_tryons": "",
+                  "rate_limit_per_address": "", "rate_limit_auth_failures": ""}
+
+
 def make_ctx(tmp_path: Path, database_url: str = "", *, settings_changes: dict[str, Any] | None = None,
              flask_config: dict[str, Any] | None = None, **service_overrides: Any) -> Ctx:
     """An app on a fresh database. ``service_overrides`` are :class:`ServiceOverrides` fields
     (``publisher=``, ``analyzer=``, ``engines=``, ``webhook_resolver=``, ``broker_probe=``...),
-    ``settings_changes`` are :class:`Settings` fields, ``flask_config`` Flask's own keys."""
+    ``settings_changes`` are :class:`Settings` fields (rate limits are off unless given here),
+    ``flask_config`` Flask's own keys."""
     from web import create_app
     from web.services import ServiceOverrides
 
     settings = Settings(data_dir=tmp_path, secret_key="test-secret", min_image_side=64,
-                        max_upload_bytes=2 * 1024 * 1024, database_url=database_url)
+                        max_upload_bytes=2 * 1024 * 1024, database_url=database_url,
+                        **NO_RATE_LIMITS)
     if settings_changes:
         settings = settings.replace(**settings_changes)
     engine = make_engine(settings.resolved_database_url)

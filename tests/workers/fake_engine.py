@@ -3,7 +3,9 @@
 Behaviour comes from the job's ``params["fake"]`` (read through ``workers.runner.CURRENT_JOB``):
 ``step_s`` (seconds per step), ``steps``, ``crash`` (``os._exit(1)`` at step 2, on every attempt,
 or only on attempts listed in ``crash_attempts``), ``hang`` (ignore the soft time limit and
-sleep forever), ``fail`` (raise an error with that code). It paints a solid image whose colour
+sleep forever), ``fail`` (raise an error with that code), ``save_stall_s`` (on attempt 1 only:
+the runner gets the first image, then waits that long for the next one, i.e. it is inside the
+save with one object stored: the window to kill it in). It paints a solid image whose colour
 depends on the seed, so outputs are deterministic per job.
 """
 
@@ -38,7 +40,8 @@ class FakeEngine:
         opts: dict[str, Any] = dict((ctx.params if ctx else {}).get("fake", {}))
         attempt = ctx.attempt if ctx else 1
         steps = int(opts.get("steps", 4))
-        step_s = float(opts.get("step_s", 0.05))
+        # FAKE_ENGINE_STEP_S: a slower default for the reliability campaign (bench/)
+        step_s = float(opts.get("step_s", os.environ.get("FAKE_ENGINE_STEP_S", 0.05)))
         if opts.get("fail"):
             raise InvalidImageError("fake failure", code=str(opts["fail"]))
         for i in range(1, steps + 1):
@@ -61,5 +64,22 @@ class FakeEngine:
             img = np.empty((h, w, 3), dtype=np.uint8)
             img[...] = (seed % 256, (seed >> 8) % 256, (seed >> 16) % 256)
             images.append(img)
+        if opts.get("save_stall_s") and attempt == 1:
+            images = _StallAfterFirst(images, float(opts["save_stall_s"]))
         return RenderOutput(images=images, seeds=list(request.params.seeds),
                             record={"engine": "fake", "pid": self.pid, "loaded": self.loaded})
+
+
+class _StallAfterFirst(list):  # type: ignore[type-arg]
+    """A list whose iteration pauses after the first item: the runner stores sample 0, then
+    waits here while still saving."""
+
+    def __init__(self, items: list[Any], pause_s: float) -> None:
+        super().__init__(items)
+        self.pause_s = pause_s
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for i, item in enumerate(list.__iter__(self)):
+            if i == 1:
+                time.sleep(self.pause_s)
+            yield item

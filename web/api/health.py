@@ -53,9 +53,17 @@ def _check_broker() -> str:
         return "unreachable"
 
 
+_READYZ_DOC: dict[int | str, dict[str, Any]] = {503: {
+    "description": "The database or the broker is unreachable (same body, with Retry-After)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HealthOut"}}}}}
+_METRICS_DOC: dict[int | str, dict[str, Any]] = {200: {
+    "description": "Prometheus text format",
+    "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
+
 @bp.get("/readyz")
 @bp.output(HealthOut)
-@bp.doc(responses={503: "The database or the broker is unreachable"})
+@bp.doc(responses=_READYZ_DOC)
 def readyz() -> Any:
     """Readiness: the database and the broker are reachable (503 otherwise)."""
     checks = {"database": _check_database(), "broker": _check_broker()}
@@ -65,7 +73,7 @@ def readyz() -> Any:
 
 
 @bp.get("/metrics")
-@bp.doc(**AUTH_DOC, responses={200: "Prometheus text format"})
+@bp.doc(**AUTH_DOC, responses=_METRICS_DOC)
 @roles(Role.OPS)
 def metrics() -> Response:
     """Prometheus metrics (ops keys only)."""

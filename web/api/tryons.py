@@ -175,8 +175,10 @@ def _engine_and_queue(engine: str | None) -> tuple[str, str]:
     202: "Accepted: the job is queued",
     409: "Idempotency-Key in flight (idempotency_in_flight)",
     422: "Invalid input, unusable photo, or Idempotency-Key reused with another body",
-    429: "Too many open try-ons",
-    503: "No running worker serves the engine (engine_unavailable)"})
+    429: "Too many open try-ons (too_many_open_jobs) or too many requests (rate_limited, "
+         "with Retry-After)",
+    503: "No running worker serves the engine (engine_unavailable), or the database or "
+         "broker is unavailable"})
 @roles(Role.SHOPPER)
 @consumes("application/json")
 @bp.input(TryOnIn, location="json", arg_name="body")

@@ -36,6 +36,7 @@ from werkzeug.exceptions import HTTPException
 from tryon.errors import TryOnError
 from tryon.types import Role
 from web.auth import Principal
+from web.inputs import check_path_ids, first_unstorable_field
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,12 @@ def _load_principal() -> Principal | None:
 
 @bp.before_request
 def _authenticate() -> Any:
+    # NUL or a lone surrogate in a query or form value: PostgreSQL would answer 500 (and the
+    # CSRF comparison below could not even encode it)
+    bad = first_unstorable_field()
+    if bad is not None:
+        return _error_page(422, "invalid_input", f"The field {bad!r} contains characters that "
+                           "cannot be stored (NUL or an unpaired surrogate).")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         sent = request.form.get(CSRF_FIELD, "")
         expected = session.get("csrf") or ""
@@ -156,6 +163,7 @@ def _authenticate() -> Any:
             return _error_page(400, "csrf_failed", "The form expired or did not come from this "
                                "site. Reload the page and try again.")
     if request.endpoint in PUBLIC_PAGES:
+        check_path_ids()
         return None
     principal = _load_principal()
     if principal is None:
@@ -163,6 +171,7 @@ def _authenticate() -> Any:
             return redirect(url_for("pages.sign_in_form", next=request.full_path.rstrip("?")))
         return _error_page(401, "unauthorized", "Sign in first.")
     g.principal = principal
+    check_path_ids()  # after the session check, as the API checks them after the key
     return None
 
 
@@ -203,7 +212,11 @@ def _http_error(exc: HTTPException) -> Response:
     from web.errors import _HTTP_CODES
 
     code, message = _HTTP_CODES.get(exc.code or 500, ("http_error", "HTTP error."))
-    return _error_page(exc.code or 500, code, message)
+    resp = _error_page(exc.code or 500, code, message)
+    for name, value in exc.get_headers():  # a rate limit's Retry-After, a 405's Allow
+        if name.lower() in {"allow", "retry-after"}:
+            resp.headers[name] = value
+    return resp
 
 
 # --- sign-in -----------------------------------------------------------------------------------
@@ -230,10 +243,18 @@ def sign_in_form() -> str:
 @bp.post("/sign-in")
 def sign_in() -> Any:
     from tryon.records.accounts import authenticate_key
+    from web.ratelimit import auth_failure_wait, record_auth_failure
     from web.services import db_session
 
+    wait = auth_failure_wait()
+    if wait is not None:
+        resp = _error_page(429, "rate_limited", "Too many failed sign-ins from this address: "
+                           "retry later.")
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     row = authenticate_key(db_session(), request.form.get("api_key", "").strip())
     if row is None:
+        record_auth_failure()  # the same per-address budget as a wrong bearer key
         return render_template("sign_in.html", error="That API key is invalid, expired or "
                                "revoked.", next=_safe_next(request.form.get("next"))), 401
     role = Role(row.account.role)
