@@ -297,8 +297,10 @@ class ComposeInputs:
     object_mask_b: NDArray[np.bool_] | None = None
 
 
-def plan(op: ComposeOp, inputs: ComposeInputs, box: Box | None) -> ComposePlan:
-    """The plan of ``op`` (see the module docstring). Raises :class:`InvalidInputError`
+def plan(op: ComposeOp, inputs: ComposeInputs, box: Box | None, *, fill: bool = True
+         ) -> ComposePlan:
+    """The plan of ``op`` (see the module docstring). ``fill=False`` skips the hole fill (the
+    API checks a request with it; the worker plans with the fill). Raises :class:`InvalidInputError`
     naming a missing input, :class:`EmptyRegionError`, :class:`RegionTooSmallError`,
     :class:`ObjectNotSeparableError`."""
     scene = inputs.scene
@@ -323,7 +325,7 @@ def plan(op: ComposeOp, inputs: ComposeInputs, box: Box | None) -> ComposePlan:
         ref, ref_mask = need("reference", inputs.reference), need("reference", inputs.reference_mask)
         obj = need("object_mask", inputs.object_mask)
         b = check_object_mask(obj, size, "object_mask")
-        base = fill_hole(scene, obj)
+        base = fill_hole(scene, obj) if fill else scene
         record.update(boxes=[b.as_list()], object_area=int(obj.sum()), fill=FILL_METHOD,
                       fill_margin=hole_margin(size))
         return ComposePlan(base, (Placement(ref, ref_mask, b, obj.copy()),), record)
@@ -332,7 +334,7 @@ def plan(op: ComposeOp, inputs: ComposeInputs, box: Box | None) -> ComposePlan:
         src = check_object_mask(obj, size, "object_mask")
         dst = check_region(need("box", box), size)
         crop, crop_mask = cut_out(scene, obj, src)
-        base = fill_hole(scene, obj)
+        base = fill_hole(scene, obj) if fill else scene
         record.update(boxes=[dst.as_list()], moved_from=src.as_list(), moved_to=dst.as_list(),
                       object_area=int(obj.sum()), fill=FILL_METHOD, fill_margin=hole_margin(size))
         return ComposePlan(base, (Placement(crop, crop_mask, dst, box_mask_of(dst, size)),), record)
@@ -343,7 +345,7 @@ def plan(op: ComposeOp, inputs: ComposeInputs, box: Box | None) -> ComposePlan:
         box_b = check_object_mask(b_mask, size, "object_mask_b")
         crop_a, m_a = cut_out(scene, a, box_a)
         crop_b, m_b = cut_out(scene, b_mask, box_b)
-        base = fill_hole(scene, a | b_mask)
+        base = fill_hole(scene, a | b_mask) if fill else scene
         record.update(boxes=[box_b.as_list(), box_a.as_list()], object_a=box_a.as_list(),
                       object_b=box_b.as_list(), fill=FILL_METHOD, fill_margin=hole_margin(size))
         return ComposePlan(base, (

@@ -84,6 +84,9 @@ class Settings:
     max_retry_backoff_s: float = 60.0
     visibility_timeout_s: float = 1800.0
     max_open_jobs_per_shopper: int = 3
+    # batches (/v1/batches): items per batch, and open batch items per account at once
+    max_batch_items: int = 100
+    max_open_batch_jobs: int = 300
     result_url_ttl_s: int = 900
     idempotency_ttl_s: int = 86_400
     shopper_key_ttl_s: int = 30 * 86_400

@@ -268,7 +268,8 @@ class JobRunner:
         def load(s: Session) -> tuple[TryOnJob, Photo | None, Garment | None]:
             job = s.get(TryOnJob, job_id)
             assert job is not None  # claimed a moment ago; a delete cascades and fences us
-            return job, s.get(Photo, job.photo_id), s.get(Garment, job.garment_id)
+            return (job, s.get(Photo, job.photo_id) if job.photo_id else None,
+                    s.get(Garment, job.garment_id) if job.garment_id else None)
 
         job, photo, garment = self._db(load, "load job")
         if job.kind == JobKind.COMPOSE:
