@@ -397,11 +397,11 @@ def render_plan(
 
 def _scaled(callback: ProgressCallback | None, unit: int, units: int
             ) -> Callable[[int, int], None] | None:
+    """Pass ``unit`` of ``units`` (engine calls, same step count each) as overall steps."""
     if callback is None:
         return None
-    scale = 1000
 
     def cb(step: int, total: int) -> None:
-        callback(int(scale * (unit + step / max(total, 1))), scale * units)
+        callback(unit * total + step, units * total)
 
     return cb

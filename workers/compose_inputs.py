@@ -7,6 +7,7 @@ Stored objects are our own re-encoded PNG/JPEG (the API wrote them through the i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +28,9 @@ def load_compose(params: ComposeParams, photo: Photo | None, garment: Garment | 
         scene = decode_rgb(get(photo.image_key))
         inputs.update(photo_id=photo.id, photo_sha256=photo.image_sha256)
     elif "scene" in keys:
-        scene = decode_rgb(get(keys["scene"]))
-        inputs["scene_key"] = keys["scene"]
+        data = get(keys["scene"])
+        scene = decode_rgb(data)
+        inputs.update(scene_key=keys["scene"], scene_sha256=hashlib.sha256(data).hexdigest())
     else:
         raise InvalidInputError("The job has no scene.", code="inputs_missing")
     # 2. the reference and its mask
@@ -38,9 +40,11 @@ def load_compose(params: ComposeParams, photo: Photo | None, garment: Garment | 
         ref_mask = decode_mask(get(garment.mask_key))
         inputs.update(garment_id=garment.id, garment_sha256=garment.image_sha256)
     elif "reference" in keys:
-        reference = decode_rgb(get(keys["reference"]))
-        ref_mask = decode_mask(get(keys["reference_mask"]))
-        inputs["reference_key"] = keys["reference"]
+        data, mask_data = get(keys["reference"]), get(keys["reference_mask"])
+        reference, ref_mask = decode_rgb(data), decode_mask(mask_data)
+        inputs.update(reference_key=keys["reference"],
+                      reference_sha256=hashlib.sha256(data).hexdigest(),
+                      reference_mask_sha256=hashlib.sha256(mask_data).hexdigest())
 
     # 3. the masks in the scene
     def mask(name: str) -> Any:
