@@ -331,7 +331,7 @@ def _compose_children(parent: TryOnJob, photo_ids: list[str], garment_ids: list[
             m = reference_mask(img.rgb, img.alpha, uploaded)
             rk, mk = f"{prefix}/reference-{i}.png", f"{prefix}/reference_mask-{i}.png"
             svc.storage.put(rk, encode_png(img.rgb), "image/png")
-            svc.storage.put(mk, encode_png(m.astype(np.uint8) * 255), "image/png")
+            svc.storage.put(mk, encode_png(np.where(m, 255, 0).astype(np.uint8)), "image/png")
             refs.append((None, {"reference": rk, "reference_mask": mk}))
     # 3. one box per scene (or one for all)
     boxes = body.get("boxes")
@@ -342,7 +342,7 @@ def _compose_children(parent: TryOnJob, photo_ids: list[str], garment_ids: list[
     ids = []
     index = 0
     for i, (gid, ref_keys) in enumerate(refs):
-        for j, (pid, scene_keys, (w, h)) in enumerate(scenes):
+        for j, (scene_pid, scene_keys, (w, h)) in enumerate(scenes):
             box = _box(boxes[j], f"boxes[{j}]") if boxes is not None else one
             params = ComposeParams.from_dict({
                 "op": ComposeOp.INSERT, "box": None if box is None else box.as_list(),
@@ -361,7 +361,7 @@ def _compose_children(parent: TryOnJob, photo_ids: list[str], garment_ids: list[
                 raise
             job, _ = create_compose_job(
                 parent.owner_id, params, Intake(ComposeInputs(scene=np.zeros((1, 1, 3), np.uint8))),
-                photo_id=pid, garment_id=gid, engine=parent.engine, queue=parent.queue,
+                photo_id=scene_pid, garment_id=gid, engine=parent.engine, queue=parent.queue,
                 parent_id=parent.id, shared={**scene_keys, **ref_keys}, commit=False)
             assert job is not None
             job.params = {**job.params, "batch_index": index, "reference_index": i,
@@ -475,8 +475,7 @@ def _jsonl(lines: list[dict[str, Any]]) -> bytes:
 
 
 @bp.get("/<batch_id>/manifest")
-@bp.doc(**AUTH_DOC, responses={200: {"description": "JSON lines, one per result",
-                                     "content": {"application/x-ndjson": {}}}})
+@bp.doc(**AUTH_DOC, responses={200: "JSON lines (application/x-ndjson), one per result"})
 @roles(Role.SHOPPER)
 def get_manifest(batch_id: str) -> Response:
     """The batch's manifest (JSON lines): inputs, boxes, seeds, engine, weights checksum."""
@@ -487,8 +486,8 @@ def get_manifest(batch_id: str) -> Response:
 
 
 @bp.get("/<batch_id>/archive")
-@bp.doc(**AUTH_DOC, responses={200: {"description": "A zip: manifest.jsonl and every result",
-                                     "content": {"application/zip": {}}}})
+@bp.doc(**AUTH_DOC, responses={200: "A zip (application/zip): manifest.jsonl and every "
+                                     "result"})
 @roles(Role.SHOPPER)
 def get_archive(batch_id: str) -> Response:
     """Every result of the batch and its manifest as one zip (results so far if it runs)."""

@@ -125,7 +125,7 @@ class Intake:
 def _png(mask: NDArray[np.bool_]) -> bytes:
     from tryon.images import encode_png
 
-    return encode_png(mask.astype(np.uint8) * 255)
+    return encode_png(np.where(mask, 255, 0).astype(np.uint8))
 
 
 def intake(form: dict[str, Any], raw: dict[str, bytes], photo: Any, garment: Garment | None
