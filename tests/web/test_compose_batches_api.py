@@ -257,3 +257,22 @@ def test_batch_bounds(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.status_code == 422 and r.get_json()["error"]["details"]["item"] == 0
     with session_scope(ctx.factory) as s:
         assert s.query(TryOnJob).filter(TryOnJob.kind == "batch").count() == 1
+
+
+def test_erasure_removes_compose_uploads_batches_and_their_objects(ctx: Ctx) -> None:
+    r = _post(ctx, {"scene": png_bytes(_scene()), "reference": _reference(),
+                    "box": "150,20,230,110"})
+    assert r.status_code == 202
+    data = {"kind": "compose", "scene": [(io.BytesIO(png_bytes(_scene())), "s.png")],
+            "reference": [(io.BytesIO(_reference()), "r.png")], "box": "[20, 20, 120, 120]"}
+    b = ctx.client.post("/v1/batches", data=data, headers=ctx.h("shopper_a"),
+                        content_type="multipart/form-data")
+    assert b.status_code == 202, b.get_json()
+    assert _run_published(ctx) == ["succeeded", "succeeded"]
+    owner = ctx.ids["shopper_a"]
+    root = ctx.storage.root / "results" / owner
+    assert any(root.rglob("*.png")) and any(root.rglob("in/*"))
+    assert ctx.client.delete("/v1/me", headers=ctx.h("shopper_a")).status_code == 204
+    assert not any(p.is_file() for p in root.rglob("*")) if root.exists() else True
+    with ctx.factory() as s:
+        assert s.query(TryOnJob).filter(TryOnJob.owner_id == owner).count() == 0
