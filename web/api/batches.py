@@ -14,10 +14,8 @@ JSON-lines manifest (inputs, boxes, seeds, engine, weights checksum) that reprod
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import zipfile
 from typing import Any
 
 from apiflask import APIBlueprint, Schema
@@ -31,7 +29,7 @@ from tryon.errors import (
     NotFoundError,
     TooManyOpenBatchJobsError,
 )
-from tryon.records.models import Garment, TryOnJob, TryOnResult
+from tryon.records.models import Garment, TryOnJob
 from tryon.types import Box, JobKind, Role
 from web.api.common import AUTH_DOC, read_upload
 from web.api.photos import own_photo
@@ -379,10 +377,9 @@ def own_batch(batch_id: str) -> TryOnJob:
 
 
 def _children(parent: TryOnJob) -> list[TryOnJob]:
-    rows = db_session().scalars(
-        select(TryOnJob).where(TryOnJob.parent_id == parent.id)
-        .execution_options(populate_existing=True)).all()
-    return sorted(rows, key=lambda j: int((j.params or {}).get("batch_index", 0)))
+    from tryon.records.manifest import children
+
+    return children(db_session(), parent.id)
 
 
 def batch_dict(parent: TryOnJob) -> dict[str, Any]:
@@ -439,47 +436,14 @@ def cancel_batch(batch_id: str) -> dict[str, Any]:
     return batch_dict(parent)
 
 
-def manifest_lines(parent: TryOnJob) -> list[dict[str, Any]]:
-    """One JSON object per stored result (per item when it has none): what went in, the box,
-    the seed, the engine and its weights checksum, and the result's file name and sha256."""
-    session = db_session()
-    lines = []
-    for child in _children(parent):
-        params = dict(child.params or {})
-        results = session.scalars(select(TryOnResult).where(TryOnResult.job_id == child.id)
-                                  .order_by(TryOnResult.index)).all()
-        base = {"item": params.get("batch_index"), "job_id": child.id, "kind": child.kind,
-                "status": child.status, "engine": child.engine,
-                "photo_id": child.photo_id, "garment_id": child.garment_id,
-                "params": {k: v for k, v in params.items() if k != "inputs"}}
-        if child.error_code:
-            base["error"] = child.error_code
-        if not results:
-            lines.append(base)
-        for r in results:
-            rec = dict(r.record or {})
-            lines.append({
-                **base, "sample": r.index, "seed": r.seed,
-                "file": f"{int(params.get('batch_index', 0)):04d}_{r.index}.png",
-                "sha256": r.sha256, "width": r.width, "height": r.height,
-                "inputs": rec.get("inputs"), "box": (rec.get("inputs") or {}).get("box"),
-                "engine_version": rec.get("engine_version"),
-                "weights_checksum": rec.get("weights_checksum"),
-                "compose": rec.get("compose"),
-            })
-    return lines
-
-
-def _jsonl(lines: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(x, sort_keys=True, default=str) + "\n" for x in lines).encode()
-
-
 @bp.get("/<batch_id>/manifest")
 @bp.doc(**AUTH_DOC, responses={200: "JSON lines (application/x-ndjson), one per result"})
 @roles(Role.SHOPPER)
 def get_manifest(batch_id: str) -> Response:
     """The batch's manifest (JSON lines): inputs, boxes, seeds, engine, weights checksum."""
-    resp = Response(_jsonl(manifest_lines(own_batch(batch_id))),
+    from tryon.records.manifest import jsonl, manifest_lines
+
+    resp = Response(jsonl(manifest_lines(db_session(), own_batch(batch_id).id)),
                     mimetype="application/x-ndjson")
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -491,27 +455,11 @@ def get_manifest(batch_id: str) -> Response:
 @roles(Role.SHOPPER)
 def get_archive(batch_id: str) -> Response:
     """Every result of the batch and its manifest as one zip (results so far if it runs)."""
-    from tryon.storage import ObjectNotFoundError
+    from tryon.records.manifest import build_archive
 
     parent = own_batch(batch_id)
-    lines = manifest_lines(parent)
-    storage = services().storage
-    buf = io.BytesIO()
-    session = db_session()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for line in lines:
-            if "file" not in line:
-                continue
-            r = session.scalars(select(TryOnResult).where(
-                TryOnResult.job_id == line["job_id"], TryOnResult.index == line["sample"])).first()
-            if r is None:
-                continue
-            try:
-                zf.writestr(f"results/{line['file']}", storage.get(r.storage_key))
-            except ObjectNotFoundError:
-                line["file"] = None  # expired by retention meanwhile
-        zf.writestr("manifest.jsonl", _jsonl(lines))
-    resp = Response(buf.getvalue(), mimetype="application/zip")
+    data = build_archive(db_session(), services().storage, parent.id)
+    resp = Response(data, mimetype="application/zip")
     resp.headers["Content-Disposition"] = f'attachment; filename="batch-{parent.id}.zip"'
     resp.headers["Cache-Control"] = "no-store"
     return resp
