@@ -276,3 +276,24 @@ def test_erasure_removes_compose_uploads_batches_and_their_objects(ctx: Ctx) -> 
     assert not any(p.is_file() for p in root.rglob("*")) if root.exists() else True
     with ctx.factory() as s:
         assert s.query(TryOnJob).filter(TryOnJob.owner_id == owner).count() == 0
+
+
+def test_compose_batch_over_photos_and_garments_by_id(ctx: Ctx) -> None:
+    photos = [ctx.add_photo("shopper_a") for _ in range(2)]
+    garment = ctx.add_garment("merchant_x")
+    r = _batch(ctx, {"kind": "compose", "photo_ids": photos, "garment_ids": [garment],
+                     "box": [40, 40, 200, 300], "seed": 9, "num_samples": 2})
+    assert r.status_code == 202, r.get_json()
+    assert _run_published(ctx) == ["succeeded", "succeeded"]
+    man = ctx.client.get(f"/v1/batches/{r.get_json()['id']}/manifest",
+                         headers=ctx.h("shopper_a"))
+    lines = [json.loads(x) for x in man.data.decode().splitlines()]
+    assert [(x["item"], x["sample"], x["seed"]) for x in lines] == [
+        (0, 0, 9), (0, 1, 10), (1, 0, 11), (1, 1, 12)]
+    assert [x["inputs"]["photo_id"] for x in lines] == [photos[0]] * 2 + [photos[1]] * 2
+    assert {x["inputs"]["garment_id"] for x in lines} == {garment}
+    # a region outside a scene is refused up front, naming the item
+    r = _batch(ctx, {"kind": "compose", "photo_ids": photos, "garment_ids": [garment],
+                     "box": [900, 900, 999, 999]})
+    assert r.status_code == 422 and r.get_json()["error"]["code"] == "empty_region"
+    assert r.get_json()["error"]["details"]["item"] == 0
