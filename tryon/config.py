@@ -116,6 +116,10 @@ class Settings:
     visibility_timeout_s: float = 1800.0
     #: queued + running jobs one shopper may have (429 beyond)
     max_open_jobs_per_shopper: int = 3
+    #: try-on or compose items in one batch (/v1/batches; 422 batch_too_large beyond)
+    max_batch_items: int = 100
+    #: open batch items one account may have at once (429 too_many_open_batch_jobs beyond)
+    max_open_batch_jobs: int = 300
     #: lifetime of a signed result URL, in seconds
     result_url_ttl_s: int = 900
     #: how long an Idempotency-Key is remembered, in seconds

@@ -124,6 +124,33 @@ class GarmentNotSeparableError(PreflightError):
     )
 
 
+# --- compose: the region and the object (``/v1/compose``, :mod:`tryon.compose`) -----------
+
+
+class EmptyRegionError(InvalidInputError):
+    code = "empty_region"
+    default_message = "The region is empty: give a box with x1 < x2 and y1 < y2 inside the " \
+        "image, or a mask with white pixels."
+
+
+class RegionTooSmallError(InvalidInputError):
+    code = "region_too_small"
+    default_message = "The region is too small to place an object in: make it larger."
+
+
+class ObjectNotSeparableError(InvalidInputError):
+    code = "object_not_separable"
+    default_message = (
+        "The object could not be separated from its background: upload a mask, a PNG with "
+        "transparency, or an object on a plain background."
+    )
+
+
+class BatchTooLargeError(InvalidInputError):
+    code = "batch_too_large"
+    default_message = "The batch has too many items: split it."
+
+
 # --- engine, weights, jobs ---------------------------------------------------------------
 
 
@@ -279,6 +306,11 @@ class TooManyOpenJobsError(TryOnError):
     code = "too_many_open_jobs"
     http_status = 429
     default_message = "Too many try-ons are queued or running: wait for one to finish."
+
+class TooManyOpenBatchJobsError(TooManyOpenJobsError):
+    code = "too_many_open_batch_jobs"
+    default_message = "Too many batch jobs are queued or running: wait for a batch to finish."
+
 
 def all_error_classes() -> list[type[TryOnError]]:
     """Every concrete error class (for docs and the README error table)."""

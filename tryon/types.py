@@ -31,6 +31,15 @@ class MaskMode(enum.StrEnum):
     SHAPE = "shape"
 
 
+class JobKind(enum.StrEnum):
+    """What a job row runs: a try-on, a composition (``/v1/compose``), or a batch (a parent
+    whose children are try-on or compose jobs; no worker ever runs the parent itself)."""
+
+    TRYON = "tryon"
+    COMPOSE = "compose"
+    BATCH = "batch"
+
+
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -116,9 +116,10 @@ def create_app(
     register_error_handlers(app)
 
     # 4. blueprints
-    from web.api import files, garments, health, me, ops, photos, tryons
+    from web.api import batches, compose, files, garments, health, me, ops, photos, tryons
 
-    for bp in (health.bp, garments.bp, photos.bp, tryons.bp, ops.bp, files.bp, me.bp):
+    for bp in (health.bp, garments.bp, photos.bp, tryons.bp, compose.bp, batches.bp, ops.bp,
+               files.bp, me.bp):
         app.register_blueprint(bp)
     # the server-rendered pages (session cookie + CSRF) and the offline /docs assets
     from web import pages

@@ -65,6 +65,7 @@ from tryon.records.clock import aware
 from tryon.records.db import session_scope
 from tryon.records.models import Garment, Photo, TryOnJob
 from tryon.storage import ObjectNotFoundError
+from tryon.types import JobKind
 from workers.failures import REDACTED_MESSAGES, stored_message, unexpected_error_message
 from workers.heartbeat import JobHeartbeat
 from workers.inputs import load_inputs
@@ -266,7 +267,6 @@ class JobRunner:
 
     def _work(self, job_id: str, attempt: int, hb: JobHeartbeat, written: list[str],
               timings: dict[str, float]) -> RunOutcome | None:
-        from tryon.storage import result_key
 
         t = time.monotonic()
         hb.stage = "preprocess"
@@ -275,9 +275,12 @@ class JobRunner:
             job = s.get(TryOnJob, job_id)
             if job is None:  # claimed a moment ago: deleted since (the delete fences us)
                 raise CanceledError("The job was deleted while it ran.")
-            return job, s.get(Photo, job.photo_id), s.get(Garment, job.garment_id)
+            return (job, s.get(Photo, job.photo_id) if job.photo_id else None,
+                    s.get(Garment, job.garment_id) if job.garment_id else None)
 
         job, photo, garment = self._db(load, "load job")
+        if job.kind == JobKind.COMPOSE:
+            return self._work_compose(job, photo, garment, attempt, hb, written, timings, t)
         if photo is None or garment is None or photo.deleted_at or garment.deleted_at:
             raise InvalidInputError("The photo or garment of this job was deleted.",
                                     code="inputs_deleted")
@@ -318,11 +321,6 @@ class JobRunner:
         if hb.lost:
             raise _Fenced
 
-        t = time.monotonic()
-        hb.stage = "store"
-        from tryon.images import encode_png
-
-        specs: list[jobs.ResultSpec] = []
         # what went in, so a result can be traced to the exact photo, garment and box
         inputs = {
             "photo_id": photo.id, "photo_sha256": photo.image_sha256,
@@ -331,7 +329,61 @@ class JobRunner:
             "mask": str(built.mask_used), "length": str(job_params.length),
             "placement_rule": built.placement.rule,
         }
+        return self._store_and_finish(job, attempt, output, params, inputs, hb, written, timings)
 
+    def _work_compose(self, job: TryOnJob, photo: Photo | None, garment: Garment | None,
+                      attempt: int, hb: JobHeartbeat, written: list[str],
+                      timings: dict[str, float], t: float) -> RunOutcome | None:
+        """A compose job: its plan (:mod:`tryon.compose`) from the stored inputs, then the
+        engine once per pass and sample; stored and finished like a try-on."""
+        from tryon.compose import ComposeParams, render_plan
+        from workers.compose_inputs import load_compose
+
+        if (job.photo_id and (photo is None or photo.deleted_at)) or \
+                (job.garment_id and (garment is None or garment.deleted_at)):
+            raise InvalidInputError("The photo or garment of this job was deleted.",
+                                    code="inputs_deleted")
+        params = dict(job.params or {})
+        cparams = ComposeParams.from_dict(params)
+        the_plan, inputs = load_compose(
+            cparams, photo, garment,
+            lambda key: self._retry(lambda: self.storage.get(key), "storage.get"))
+        timings["preprocess"] = round(time.monotonic() - t, 3)
+        t = time.monotonic()
+        hb.stage = "loading"
+        engine = self._engine(job.engine)
+        timings["load"] = round(time.monotonic() - t, 3)
+        if hb.lost:
+            raise _Fenced
+        t = time.monotonic()
+        hb.stage = "sampling"
+
+        def on_step(step: int, total: int) -> None:
+            hb.progress = 0.95 * step / max(total, 1)
+
+        token = CURRENT_JOB.set(JobContext(job.id, attempt, params))
+        try:
+            output = render_plan(engine, the_plan, cparams, cparams.seeds(job.id),
+                                 callback=on_step, should_cancel=hb.should_cancel)
+        finally:
+            CURRENT_JOB.reset(token)
+        timings["sampling"] = round(time.monotonic() - t, 3)
+        if hb.lost:
+            raise _Fenced
+        return self._store_and_finish(job, attempt, output, params, inputs, hb, written, timings)
+
+    def _store_and_finish(self, job: TryOnJob, attempt: int, output: Any,
+                          params: dict[str, Any], inputs: dict[str, Any], hb: JobHeartbeat,
+                          written: list[str], timings: dict[str, float]) -> RunOutcome | None:
+        """Store each sample under the attempt's keys and finish with the fenced CAS (None:
+        fenced out, the caller deletes what was written)."""
+        from tryon.images import encode_png
+        from tryon.storage import result_key
+
+        job_id = job.id
+        t = time.monotonic()
+        hb.stage = "store"
+        specs: list[jobs.ResultSpec] = []
         for i, (image, seed) in enumerate(zip(output.images, output.seeds, strict=True)):
             data = encode_png(image)
             key = result_key(job.owner_id, job_id, attempt, i)

@@ -115,8 +115,16 @@ def session_factory() -> sessionmaker[Session]:
 
 
 def _notify_terminal(job_id: str) -> None:
+    from sqlalchemy import select
+
+    from tryon.records.models import TryOnJob
+
     with session_scope(session_factory()) as s:
         ids = outbox.pending_deliveries(s, job_id)
+        # a batch child's terminal transition may have settled its batch (same transaction)
+        parent = s.scalar(select(TryOnJob.parent_id).where(TryOnJob.id == job_id))
+        if parent is not None:
+            ids = [*ids, *outbox.pending_deliveries(s, parent)]
     dispatcher.publish_webhooks(ids)
 
 

@@ -14,7 +14,7 @@ DOC = ROOT / "docs" / "settings.md"
 NOT_SETTINGS = {"TRYON_MIGRATIONS_DIR", "TRYON_WEIGHTS_DIR", "TRYON_RUN_NO_SERVE",
                 "TRYON_DEMO_OUT", "TRYON_TEST_ENGINES", "TRYON_TEST_REDIS_DB",
                 "TRYON_UPDATE_SCREENSHOTS", "TRYON_EXTRAS", "TRYON_GPU_ID", "TRYON_PORT",
-                "TRYON_NATIVE_LOGS", "TRYON_STDERR_FILTERED",
+                "TRYON_NATIVE_LOGS", "TRYON_STDERR_FILTERED", "TRYON_E2E_MANIFEST_OUT",
                 # gone app-config keys, named in the doc's note on the webhook policy
                 "TRYON_WEBHOOK_ALLOW_HTTP", "TRYON_WEBHOOK_ALLOW_PRIVATE",
                 # the docstring example of the naming rule

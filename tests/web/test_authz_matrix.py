@@ -27,7 +27,38 @@ def _objects(ctx: Ctx) -> dict[str, str]:
     job = ctx.add_job("shopper_a", photo, garment, status="succeeded")
     queued = ctx.add_job("shopper_a", photo, garment, status="queued")
     failed = ctx.add_job("shopper_a", photo, garment, status="failed", error_code="timeout")
-    return {"photo": photo, "garment": garment, "job": job, "queued": queued, "failed": failed}
+    compose, batch = _compose_and_batch(ctx, photo, garment)
+    return {"photo": photo, "garment": garment, "job": job, "queued": queued, "failed": failed,
+            "compose": compose, "batch": batch}
+
+
+def _compose_and_batch(ctx: Ctx, photo: str, garment: str) -> tuple[str, str]:
+    """Shopper A's queued compose job and a running batch with one queued child."""
+    from tryon.records.db import session_scope
+    from tryon.records.jobs import create_batch, create_job
+
+    with session_scope(ctx.factory) as s:
+        owner = ctx.ids["shopper_a"]
+        c = create_job(s, owner_id=owner, photo_id=photo, garment_id=garment, engine="preview",
+                       queue="cpu", params={"op": "insert", "box": [10, 10, 100, 100]},
+                       max_attempts=3, kind="compose")
+        b = create_batch(s, owner_id=owner, engine="preview", queue="cpu",
+                         params={"item_kind": "tryon"})
+        create_job(s, owner_id=owner, photo_id=photo, garment_id=garment, engine="preview",
+                   queue="cpu", params={"batch_index": 0}, max_attempts=3, parent_id=b.id)
+        return c.id, b.id
+
+
+def _compose_create(ctx: Ctx, who: str, o: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    data = {"scene": (io.BytesIO(jpeg_bytes()), "scene.jpg"),
+            "reference": (io.BytesIO(garment_png()), "ref.png"), "box": "20,20,200,200"}
+    return "/v1/compose", {"method": "POST", "data": data, "content_type": "multipart/form-data"}
+
+
+def _batch_create(ctx: Ctx, who: str, o: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    photo = ctx.add_photo(who) if who.startswith("shopper") else o["photo"]
+    body = {"kind": "tryon", "photo_ids": [photo], "garment_ids": [o["garment"]]}
+    return "/v1/batches", {"method": "POST", "json": body}
 
 
 def _get(path: str) -> Builder:
@@ -88,6 +119,16 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
     ("tryons.cancel_tryon", "POST"): (
         "owner:shopper", lambda c, w, o: (f"/v1/tryons/{o['queued']}/cancel", {"method": "POST"})),
     ("tryons.get_result", "GET"): ("owner:shopper", _get("/v1/tryons/{job}/results/0")),
+    ("compose.create_compose", "POST"): ("role:shopper", _compose_create),
+    ("compose.get_compose", "GET"): ("owner:shopper", _get("/v1/compose/{compose}")),
+    ("compose.cancel_compose", "POST"): (
+        "owner:shopper", lambda c, w, o: (f"/v1/compose/{o['compose']}/cancel", {"method": "POST"})),
+    ("batches.create_batch", "POST"): ("role:shopper", _batch_create),
+    ("batches.get_batch", "GET"): ("owner:shopper", _get("/v1/batches/{batch}")),
+    ("batches.get_manifest", "GET"): ("owner:shopper", _get("/v1/batches/{batch}/manifest")),
+    ("batches.get_archive", "GET"): ("owner:shopper", _get("/v1/batches/{batch}/archive")),
+    ("batches.cancel_batch", "POST"): (
+        "owner:shopper", lambda c, w, o: (f"/v1/batches/{o['batch']}/cancel", {"method": "POST"})),
     ("me.erase_me", "DELETE"): (
         "role:shopper", lambda c, w, o: ("/v1/me", {"method": "DELETE"})),
     ("ops.queues", "GET"): ("role:ops", _get("/v1/ops/queues")),

@@ -31,6 +31,8 @@ EXIT_INTERRUPTED = 130
 COMMANDS: dict[str, str] = {
     "render": "tryon.cli.render:render",
     "demo": "tryon.cli.render:demo",
+    "compose": "tryon.cli.compose:compose",
+    "batch": "tryon.cli.compose:batch",
     "doctor": "tryon.cli.doctor:doctor",
     "weights": "tryon.cli.weights:weights",
     "train": "tryon.cli.train:train",

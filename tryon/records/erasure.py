@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from tryon.errors import ConflictError, InvalidInputError, NotFoundError
@@ -163,6 +163,30 @@ def delete_photos(session: Session, storage: Storage, photo_ids: Iterable[str], 
     session.commit()
     session.expire_all()  # bulk deletes bypassed the identity map
     return canceled, objects, n_jobs, n_results
+
+
+def delete_jobs(session: Session, storage: Storage, job_ids: Iterable[str]) -> tuple[int, int, int]:
+    """Delete jobs that stand on their own (compose jobs with uploaded inputs, batches) with
+    everything under them: a batch's children too. Open ones are canceled and committed first
+    (fencing running workers out), then the objects under each job's prefix (uploaded inputs
+    and results), then the rows; commits. Returns ``(canceled, objects, jobs deleted)``."""
+    from tryon.storage import job_prefix
+
+    ids = list(job_ids)
+    rows = session.execute(
+        select(TryOnJob.id, TryOnJob.owner_id, TryOnJob.status)
+        .where(or_(TryOnJob.id.in_(ids), TryOnJob.parent_id.in_(ids)))).all()
+    canceled = cancel_open_jobs(session, [r.id for r in rows if r.id in ids
+                                          and r.status in ("queued", "running")])
+    canceled += cancel_open_jobs(session, [r.id for r in rows if r.id not in ids
+                                           and r.status in ("queued", "running")])
+    session.commit()
+    objects = sum(storage.delete_prefix(job_prefix(r.owner_id, r.id)) for r in rows)
+    children = [r.id for r in rows if r.id not in ids]
+    n_jobs = delete_job_rows(session, children)[0] + delete_job_rows(session, ids)[0]
+    session.commit()
+    session.expire_all()
+    return canceled, objects, n_jobs
 
 
 def _sweep(storage: Storage, owner_id: str, stray_keys: Iterable[str]) -> int:

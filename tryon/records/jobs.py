@@ -20,6 +20,14 @@ the state they compare (reads select columns, writes are ``synchronize_session=F
 Time: every comparison uses :func:`db_now` (the database clock on PostgreSQL), so workers and the
 reaper never compare their own wall clocks. Tests pass ``now=`` explicitly.
 
+Batches (``kind='batch'``): the parent row is created ``running`` and never claimed by a worker
+(the reaper skips it); its children are ordinary jobs with ``parent_id`` set. Every terminal
+transition of a child settles the parent in the same transaction (:func:`_settle_parent`): when
+no child is open any more, the parent becomes ``canceled`` (cancel requested), ``succeeded``
+(some child succeeded) or ``failed`` (``batch_failed``). Lock order is always parent row, then
+child row, so concurrent children and a batch cancel never deadlock and the last child to
+finish always sees the others' commits.
+
 Neighbours: the webhook outbox rows a terminal transition writes are :mod:`tryon.records.outbox`;
 the reaper's pass is :mod:`tryon.records.reaping`; ops counts are :mod:`tryon.records.stats`.
 """
@@ -41,7 +49,7 @@ from tryon.records.clock import aware as _aware
 from tryon.records.clock import db_now
 from tryon.records.models import TryOnJob, TryOnResult
 from tryon.records.outbox import add_terminal_event
-from tryon.types import JobStatus
+from tryon.types import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,8 @@ def create_job(
     session: Session,
     *,
     owner_id: str,
-    photo_id: str,
-    garment_id: str,
+    photo_id: str | None,
+    garment_id: str | None,
     engine: str,
     queue: str,
     params: dict[str, Any],
@@ -76,12 +84,19 @@ def create_job(
     webhook_url: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    kind: str = JobKind.TRYON,
+    parent_id: str | None = None,
 ) -> TryOnJob:
-    """Add a ``queued`` job and flush it (the caller commits, *then* publishes its id)."""
+    """Add a ``queued`` job and flush it (the caller commits, *then* publishes its id).
+    ``photo_id``/``garment_id`` may be None for a compose job with uploaded inputs."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    if kind == JobKind.BATCH:
+        raise ValueError("use create_batch for a batch parent")
     job = TryOnJob(
         owner_id=owner_id,
+        kind=str(kind),
+        parent_id=parent_id,
         photo_id=photo_id,
         garment_id=garment_id,
         engine=engine,
@@ -99,6 +114,109 @@ def create_job(
     session.add(job)
     session.flush()
     return job
+
+
+def create_batch(
+    session: Session,
+    *,
+    owner_id: str,
+    engine: str,
+    queue: str,
+    params: dict[str, Any],
+    webhook_url: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> TryOnJob:
+    """Add a batch parent, already ``running`` (it runs while its children do; no worker claims
+    it and the reaper skips it), and flush it. Add the children with :func:`create_job`
+    (``parent_id=`` this id) in the same transaction: a batch with no child never settles."""
+    now = db_now(session)
+    job = TryOnJob(
+        owner_id=owner_id, kind=JobKind.BATCH.value, engine=engine, queue=queue,
+        params=dict(params), status=RUNNING, stage="children", progress=0.0, attempt=1,
+        max_attempts=1, webhook_url=webhook_url, idempotency_key=idempotency_key,
+        request_hash=request_hash, started_at=now,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Children of a batch by status: ``done`` counts every terminal child."""
+
+    total: int
+    done: int
+    succeeded: int
+    failed: int
+    canceled: int
+
+
+def batch_progress(session: Session, parent_id: str) -> BatchProgress:
+    rows = session.execute(
+        select(TryOnJob.status, func.count()).where(TryOnJob.parent_id == parent_id)
+        .group_by(TryOnJob.status)
+    ).all()
+    counts = {str(s): int(n) for s, n in rows}
+    done = sum(counts.get(s, 0) for s in TERMINAL)
+    return BatchProgress(sum(counts.values()), done, counts.get(SUCCEEDED, 0),
+                         counts.get(FAILED, 0), counts.get(CANCELED, 0))
+
+
+def _lock_parent(session: Session, parent_id: str) -> None:
+    # FOR UPDATE on PostgreSQL (SQLite serialises writers and ignores it)
+    session.execute(select(TryOnJob.id).where(TryOnJob.id == parent_id).with_for_update())
+
+
+def _settle_parent(session: Session, parent_id: str, now: datetime) -> bool:
+    """Record a batch's progress and, once no child is open, its terminal status (the caller
+    holds the parent's row lock). True when the parent became terminal here."""
+    row = session.execute(
+        select(TryOnJob.status, TryOnJob.cancel_requested).where(TryOnJob.id == parent_id)
+    ).one_or_none()
+    if row is None or row.status in TERMINAL:
+        return False
+    p = batch_progress(session, parent_id)
+    cond = [TryOnJob.id == parent_id, TryOnJob.status == row.status]
+    if p.done < p.total:
+        session.execute(update(TryOnJob).where(*cond)
+                        .values(progress=p.done / max(p.total, 1))
+                        .execution_options(**_NO_SYNC))
+        return False
+    if row.cancel_requested:
+        return _set_terminal(session, cond, CANCELED, now, progress=1.0, stage="done",
+                             error_code="canceled", error_message="Canceled by the client.")
+    if p.succeeded:
+        return _set_terminal(session, cond, SUCCEEDED, now, progress=1.0, stage="done")
+    return _set_terminal(session, cond, FAILED, now, progress=1.0, stage="done",
+                         error_code="batch_failed",
+                         error_message=f"None of the {p.total} jobs of the batch succeeded.")
+
+
+def cancel_batch(session: Session, parent_id: str, now: datetime | None = None) -> TryOnJob:
+    """Cancel a batch: every open child is canceled (running ones stop at their next
+    heartbeat), then the parent settles as ``canceled``. Idempotent on a canceled batch; a
+    finished batch raises :class:`ConflictError` ``job_not_cancelable``."""
+    now = now or db_now(session)
+    _lock_parent(session, parent_id)
+    row = session.execute(
+        select(TryOnJob.status).where(TryOnJob.id == parent_id, TryOnJob.kind == JobKind.BATCH)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError("Batch not found.", code="batch_not_found")
+    if row.status in (SUCCEEDED, FAILED):
+        raise ConflictError(f"The batch already {row.status}.", code="job_not_cancelable")
+    if row.status == CANCELED:
+        return _load(session, parent_id)
+    session.execute(update(TryOnJob).where(TryOnJob.id == parent_id)
+                    .values(cancel_requested=True).execution_options(**_NO_SYNC))
+    children = session.scalars(select(TryOnJob.id).where(
+        TryOnJob.parent_id == parent_id, TryOnJob.status.in_((QUEUED, RUNNING)))).all()
+    for child in children:
+        cancel_job(session, child, now)
+    _settle_parent(session, parent_id, now)
+    return _load(session, parent_id)
 
 
 def mark_published(session: Session, job_id: str, now: datetime | None = None) -> bool:
@@ -165,12 +283,13 @@ def try_claim(
     now = now or db_now(session)
     row = session.execute(
         select(
-            TryOnJob.status, TryOnJob.attempt, TryOnJob.max_attempts, TryOnJob.heartbeat_at
+            TryOnJob.status, TryOnJob.attempt, TryOnJob.max_attempts, TryOnJob.heartbeat_at,
+            TryOnJob.kind,
         ).where(TryOnJob.id == job_id)
     ).one_or_none()
-    if row is None or row.status in TERMINAL:
+    if row is None or row.status in TERMINAL or row.kind == JobKind.BATCH:
         return Claim(ClaimOutcome.DONE)
-    status, attempt, max_attempts, heartbeat_at = row
+    status, attempt, max_attempts, heartbeat_at, _ = row
     threshold = now - timedelta(seconds=stale_after_s) if stale_after_s is not None else None
     if status == RUNNING:
         stale = (
@@ -307,7 +426,11 @@ def _set_terminal(
 ) -> bool:
     """CAS to a terminal ``status`` and, on success, add the job's terminal webhook event to the
     outbox in the same transaction (transactional outbox: the event exists iff the transition
-    committed)."""
+    committed). A batch child locks its parent first and settles it after."""
+    job_id = _job_id_from(cond)
+    parent_id = session.scalar(select(TryOnJob.parent_id).where(TryOnJob.id == job_id))
+    if parent_id is not None:
+        _lock_parent(session, parent_id)
     res = session.execute(
         update(TryOnJob).where(*cond)
         .values(status=status, finished_at=now, heartbeat_at=None, **values)
@@ -315,8 +438,9 @@ def _set_terminal(
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    job_id = _job_id_from(cond)
     add_terminal_event(session, job_id, status, now)
+    if parent_id is not None:
+        _settle_parent(session, parent_id, now)
     return True
 
 
@@ -344,6 +468,8 @@ def cancel_job(session: Session, job_id: str, now: datetime | None = None) -> Tr
     next heartbeat or cancel check, stops, and deletes its own outputs.
     """
     now = now or db_now(session)
+    if session.scalar(select(TryOnJob.kind).where(TryOnJob.id == job_id)) == JobKind.BATCH:
+        return cancel_batch(session, job_id, now)
     for _ in range(3):
         row = session.execute(
             select(TryOnJob.status, TryOnJob.attempt).where(TryOnJob.id == job_id)
@@ -369,10 +495,14 @@ def retry_job(session: Session, job_id: str, *, extra_attempts: int = 3) -> TryO
     """Ops: ``failed`` -> ``queued`` with ``extra_attempts`` more attempts (the caller commits,
     then publishes). ``attempt`` is kept, so old runs stay fenced out."""
     row = session.execute(
-        select(TryOnJob.status, TryOnJob.attempt).where(TryOnJob.id == job_id)
+        select(TryOnJob.status, TryOnJob.attempt, TryOnJob.kind, TryOnJob.parent_id)
+        .where(TryOnJob.id == job_id)
     ).one_or_none()
     if row is None:
         raise NotFoundError("Job not found.", code="job_not_found")
+    if row.kind == JobKind.BATCH or row.parent_id is not None:
+        raise ConflictError("Jobs of a batch are not retried one by one; start a new batch.",
+                            code="job_not_retryable")
     if row.status != FAILED:
         raise ConflictError(f"Only failed jobs can be retried; this one is {row.status}.",
                             code="job_not_retryable")

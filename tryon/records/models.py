@@ -130,8 +130,17 @@ class TryOnJob(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
-    garment_id: Mapped[str] = mapped_column(ForeignKey("garments.id", ondelete="CASCADE"), index=True)
+    #: tryon | compose | batch (``tryon.types.JobKind``): one row and one state machine for all
+    kind: Mapped[str] = mapped_column(String(16), default="tryon", server_default="tryon")
+    #: the batch this job is a child of (deleting the batch deletes its children)
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tryon_jobs.id", ondelete="CASCADE"), index=True, default=None)
+    #: the person photo (try-on) or scene photo (compose); None for an uploaded scene or a batch
+    photo_id: Mapped[str | None] = mapped_column(
+        ForeignKey("photos.id", ondelete="CASCADE"), index=True, default=None)
+    #: the garment (try-on) or reference garment (compose); None for an uploaded reference
+    garment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("garments.id", ondelete="CASCADE"), index=True, default=None)
     engine: Mapped[str] = mapped_column(String(32))
     queue: Mapped[str] = mapped_column(String(32))  # gpu | cpu
     #: steps, guidance, seed (or None), num_samples, control_strength, box override, category

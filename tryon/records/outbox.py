@@ -27,11 +27,12 @@ def event_id_for(job_id: str, attempt: int, status: str) -> str:
 def add_terminal_event(session: Session, job_id: str, status: str, now: datetime) -> None:
     row = session.execute(
         select(TryOnJob.webhook_url, TryOnJob.attempt, TryOnJob.error_code,
-               TryOnJob.error_message).where(TryOnJob.id == job_id)
+               TryOnJob.error_message, TryOnJob.kind).where(TryOnJob.id == job_id)
     ).one()
     if not row.webhook_url:
         return
-    event_type = f"tryon.{status}"
+    # tryon.succeeded, compose.failed, batch.canceled, ...
+    event_type = f"{row.kind or 'tryon'}.{status}"
     data: dict[str, Any] = {"id": job_id, "status": status}
     if row.error_code:
         data["error"] = {"code": row.error_code, "message": row.error_message or ""}

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from tryon.records.clock import db_now
 from tryon.records.jobs import _NO_SYNC, FAILED, QUEUED, RUNNING, WORKER_LOST, _set_terminal
 from tryon.records.models import TryOnJob
+from tryon.types import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def reap(
 
     rows = session.execute(
         select(TryOnJob.id, TryOnJob.attempt, TryOnJob.max_attempts, TryOnJob.queue)
-        .where(TryOnJob.status == RUNNING,
+        .where(TryOnJob.status == RUNNING, TryOnJob.kind != JobKind.BATCH,
                or_(TryOnJob.heartbeat_at.is_(None), TryOnJob.heartbeat_at < stale))
         .order_by(TryOnJob.created_at).limit(limit)
     ).all()
@@ -119,7 +120,8 @@ def reap(
 
     due = _republish_due(now, republish_after_s, unpublished_grace_s)
     due_rows = session.execute(
-        select(TryOnJob.id, TryOnJob.queue).where(TryOnJob.status == QUEUED, due)
+        select(TryOnJob.id, TryOnJob.queue)
+        .where(TryOnJob.status == QUEUED, TryOnJob.kind != JobKind.BATCH, due)
         .order_by(TryOnJob.created_at).limit(limit)
     ).all()
     for job_id, queue in due_rows:

@@ -8,6 +8,9 @@ Pure database + storage, with the clock injected (``now=``), run by the reaper p
   its image and person mask, every result object of its try-ons, and the rows (photo, its
   try-ons, their results and webhook deliveries) are deleted. A photo the shopper deleted earlier
   (``deleted_at`` set, objects already gone) has its row removed the same way once past the TTL.
+* A compose job or batch whose scene was uploaded with it (no photo row) is erased the same
+  way once older than ``TRYON_PHOTO_TTL_S``: open jobs canceled, its uploaded inputs and
+  results (and a batch's children's) deleted, then the rows.
 * A result older than ``TRYON_RESULT_TTL_S`` loses its object and its row; the job keeps its
   status (``succeeded``) with an empty ``results`` list, and the API shows
   ``results_expired: true``.
@@ -32,7 +35,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tryon.records.erasure import delete_photos
+from tryon.records.erasure import delete_jobs, delete_photos
 from tryon.records.models import Photo, TryOnJob, TryOnResult
 from tryon.storage import Storage
 
@@ -87,6 +90,15 @@ def purge_expired(
             canceled, objects, n_jobs, n_results = delete_photos(
                 session, storage, photo_ids, keep_rows=False)
             photos = len(photo_ids)
+        # uploads that came with a compose job or batch are photos by another name
+        upload_jobs = list(session.scalars(
+            select(TryOnJob.id).where(TryOnJob.kind.in_(("compose", "batch")),
+                                      TryOnJob.parent_id.is_(None), TryOnJob.photo_id.is_(None),
+                                      TryOnJob.created_at < cutoff)
+            .order_by(TryOnJob.created_at).limit(batch)))
+        if upload_jobs:
+            c, o, j = delete_jobs(session, storage, upload_jobs)
+            canceled, objects, n_jobs = canceled + c, objects + o, n_jobs + j
     if result_ttl_s > 0:
         cutoff = now - timedelta(seconds=result_ttl_s)
         results = session.execute(

@@ -17,12 +17,14 @@ from tryon.types import JobStatus
 
 def queue_stats(session: Session, now: datetime | None = None) -> dict[str, Any]:
     """Counts by status (overall and per queue) and the age in seconds of the oldest queued and
-    oldest running job (``None`` when there is none)."""
+    oldest running job (``None`` when there is none). Batch parents (no worker runs them) are
+    left out; their children count."""
     now = now or db_now(session)
     counts = {s.value: 0 for s in JobStatus}
     by_queue: dict[str, dict[str, int]] = {}
     for queue, status, n in session.execute(
-        select(TryOnJob.queue, TryOnJob.status, func.count()).group_by(
+        select(TryOnJob.queue, TryOnJob.status, func.count())
+        .where(TryOnJob.kind != "batch").group_by(
             TryOnJob.queue, TryOnJob.status)
     ):
         counts[status] = counts.get(status, 0) + n
@@ -30,7 +32,8 @@ def queue_stats(session: Session, now: datetime | None = None) -> dict[str, Any]
     oldest_q = session.execute(
         select(func.min(TryOnJob.created_at)).where(TryOnJob.status == QUEUED)).scalar()
     oldest_r = session.execute(
-        select(func.min(TryOnJob.started_at)).where(TryOnJob.status == RUNNING)).scalar()
+        select(func.min(TryOnJob.started_at))
+        .where(TryOnJob.status == RUNNING, TryOnJob.kind != "batch")).scalar()
 
     def age(ts: datetime | None) -> float | None:
         return None if ts is None else max(0.0, (now - _aware(ts)).total_seconds())

@@ -170,6 +170,71 @@ def _engine_and_queue(engine: str | None) -> tuple[str, str]:
     return name, queue_for_engine(name)
 
 
+def check_tryon_inputs(photo: Any, garment: Garment, params: JobParams) -> None:
+    """The 422s a try-on of ``garment`` on ``photo`` with ``params`` would end in: a box outside
+    the photo, the photo's verdict for the category, a placement the garment's length breaks."""
+    if params.box is not None:
+        x1, y1, x2, y2 = params.box.as_list()
+        if not (0 <= x1 < x2 <= photo.width and 0 <= y1 < y2 <= photo.height):
+            raise InvalidInputError(
+                f"box must satisfy 0 <= x1 < x2 <= {photo.width} and 0 <= y1 < y2 <= "
+                f"{photo.height}; got {params.box.as_list()}.", code="invalid_box")
+        return
+    if photo.verdicts.get(garment.category, "pose_not_usable") is not None:
+        raise stored_verdict_error(photo, garment.category)
+    # the garment's length moves the box: check now that the stored pose allows it,
+    # exactly as the worker will place it
+    from tryon.engines.request import resolve_placement, stored_analysis
+
+    resolve_placement(stored_analysis(photo.pose, photo.verdicts, photo.placements,
+                                      (photo.width, photo.height), photo.body), params)
+
+
+def check_webhook_url(webhook_url: str | None) -> None:
+    """Refuse a webhook URL the delivery policy would never call (422)."""
+    if webhook_url:
+        from tryon.webhooks import check_webhook_url as check_policy
+
+        svc = services()
+        check_policy(svc.settings, webhook_url, resolver=svc.webhook_resolver)
+
+
+def admit_open_job(owner: str) -> None:
+    """The cap on a shopper's open standalone jobs (try-ons and compositions; batch items have
+    their own bound). The account row is locked first so concurrent creates for one shopper
+    count one after the other (PostgreSQL; SQLite serialises writers and ignores FOR UPDATE)."""
+    session = db_session()
+    session.execute(select(Account.id).where(Account.id == owner).with_for_update())
+    open_jobs = session.scalar(
+        select(func.count()).select_from(TryOnJob).where(
+            TryOnJob.owner_id == owner, TryOnJob.status.in_(("queued", "running")),
+            TryOnJob.parent_id.is_(None), TryOnJob.kind != "batch"))
+    if (open_jobs or 0) >= services().settings.max_open_jobs_per_shopper:
+        raise TooManyOpenJobsError()
+
+
+def publish_jobs(job_ids: list[str], queue: str, engine: str) -> None:
+    """Publish committed jobs and record it; a failed publish is left to the reaper."""
+    from flask import current_app
+
+    from tryon.records.jobs import mark_published
+
+    svc = services()
+    session = db_session()
+    metrics = current_app.extensions["tryon_metrics"]
+    for job_id in job_ids:
+        metrics.jobs_created.labels(engine).inc()
+        try:
+            svc.publisher.publish(job_id, queue)
+        except Exception as exc:  # noqa: BLE001 - any broker failure: the row is safe, reaper re-publishes
+            metrics.publish_failures.inc()
+            log.warning("publish failed (%s); the reaper will re-publish",
+                        type(exc).__name__, extra=job_extra(job_id))
+        else:
+            mark_published(session, job_id)
+            session.commit()
+
+
 @bp.post("")
 @bp.doc(**AUTH_DOC, responses={
     202: "Accepted: the job is queued",
@@ -211,41 +276,16 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
     if garment is None or garment.deleted_at is not None:
         raise NotFoundError("Garment not found.", code="garment_not_found")
     params = job_params(body, garment, svc.settings)
-    if params.box is not None:
-        x1, y1, x2, y2 = params.box.as_list()
-        if not (0 <= x1 < x2 <= photo.width and 0 <= y1 < y2 <= photo.height):
-            raise InvalidInputError(
-                f"box must satisfy 0 <= x1 < x2 <= {photo.width} and 0 <= y1 < y2 <= "
-                f"{photo.height}; got {body['box']}.", code="invalid_box")
-    else:
-        if photo.verdicts.get(garment.category, "pose_not_usable") is not None:
-            raise stored_verdict_error(photo, garment.category)
-        # the garment's length moves the box: check now that the stored pose allows it,
-        # exactly as the worker will place it
-        from tryon.engines.request import resolve_placement, stored_analysis
-
-        resolve_placement(stored_analysis(photo.pose, photo.verdicts, photo.placements,
-                                          (photo.width, photo.height), photo.body), params)
+    check_tryon_inputs(photo, garment, params)
     # a body that can never run is a 422 first; then whether a worker can run it now (503)
     engine, queue = _engine_and_queue(body.get("engine"))
     webhook_url = body.get("webhook_url")
-    if webhook_url:
-        from tryon.webhooks import check_webhook_url
+    check_webhook_url(webhook_url)
+    # 3. admission: a cap on open jobs per shopper
+    admit_open_job(owner)
 
-        check_webhook_url(svc.settings, webhook_url, resolver=svc.webhook_resolver)
-    # 3. admission: a cap on open jobs per shopper. Lock the shopper's account row first so
-    # concurrent creates for one shopper count one after the other (PostgreSQL; SQLite
-    # serialises writers anyway and ignores FOR UPDATE).
-    session.execute(select(Account.id).where(Account.id == owner).with_for_update())
-    open_jobs = session.scalar(
-        select(func.count()).select_from(TryOnJob).where(
-            TryOnJob.owner_id == owner, TryOnJob.status.in_(("queued", "running"))))
-    from flask import current_app
-
-    if (open_jobs or 0) >= svc.settings.max_open_jobs_per_shopper:
-        raise TooManyOpenJobsError()
     # 4. commit the row, THEN publish its id (a lost publish is re-sent by the reaper)
-    from tryon.records.jobs import create_job, mark_published
+    from tryon.records.jobs import create_job
 
     try:
         job = create_job(
@@ -269,17 +309,7 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
         if replay is None:
             raise IdempotencyInFlightError() from None
         return replay
-    metrics = current_app.extensions["tryon_metrics"]
-    metrics.jobs_created.labels(engine).inc()
-    try:
-        svc.publisher.publish(job.id, queue)
-    except Exception as exc:  # noqa: BLE001 - any broker failure: the row is safe, reaper re-publishes
-        metrics.publish_failures.inc()
-        log.warning("publish failed (%s); the reaper will re-publish", type(exc).__name__,
-                    extra=job_extra(job.id))
-    else:
-        mark_published(session, job.id)
-        session.commit()
+    publish_jobs([job.id], queue, engine)
     log.info("created owner=%s engine=%s queue=%s", owner, engine, queue,
              extra=job_extra(job.id))
     return out, 202
@@ -292,7 +322,8 @@ def start_tryon(body: dict[str, Any], key: str | None) -> tuple[dict[str, Any], 
 @bp.output(TryOnPage)
 def list_tryons(query: dict[str, Any]) -> dict[str, Any]:
     """List your try-ons, newest first."""
-    stmt = select(TryOnJob).where(TryOnJob.owner_id == current_principal().account_id)
+    stmt = select(TryOnJob).where(TryOnJob.owner_id == current_principal().account_id,
+                                  TryOnJob.kind == "tryon")
     rows, nxt = paginate(db_session(), stmt, TryOnJob, query["limit"], query["cursor"])
     return {"items": [job_dict(j) for j in rows], "next_cursor": nxt}
 

@@ -75,7 +75,7 @@ def ops_home() -> str:
     workers = live_workers()
     # what each worker is running now, from the job rows (the broker does not say)
     running = list(db_session().scalars(
-        select(TryOnJob).where(TryOnJob.status == "running")))
+        select(TryOnJob).where(TryOnJob.status == "running", TryOnJob.kind != "batch")))
     current: dict[str, list[TryOnJob]] = {}
     for job in running:
         current.setdefault(job.worker_id or "", []).append(job)

@@ -197,9 +197,10 @@ def _photo_error(photo_id: str, exc: TryOnError) -> Any:
 @bp.get("/me/tryons")
 @roles(Role.SHOPPER)
 def my_tryons() -> str:
-    stmt = select(TryOnJob).where(TryOnJob.owner_id == current_principal().account_id)
+    stmt = select(TryOnJob).where(TryOnJob.owner_id == current_principal().account_id,
+                                  TryOnJob.kind == "tryon")
     rows, nxt = paginate(db_session(), stmt, TryOnJob, PAGE_SIZE, request.args.get("cursor"))
-    names = _garment_names([j.garment_id for j in rows])
+    names = _garment_names([j.garment_id for j in rows if j.garment_id])
     return render_template("shopper/tryons.html", jobs=rows, next_cursor=nxt, names=names)
 
 
@@ -217,7 +218,7 @@ def my_tryon(job_id: str) -> str:
 
     job = own_job(job_id)
     return render_template("shopper/tryon.html", job=job, view=job_dict(job),
-                           names=_garment_names([job.garment_id]))
+                           names=_garment_names([job.garment_id] if job.garment_id else []))
 
 
 @bp.get("/me/tryons/<job_id>/status.json")

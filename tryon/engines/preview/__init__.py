@@ -16,7 +16,10 @@ It is a geometric warp, not a generative model: it never invents cloth, skin or 
 How the request chooses the fit: with ``request.landmarks`` and ``explicit_box`` false, the
 keypoint fit above (PoseNotUsableError when the shoulders, or for bottoms the hips, are not
 usable); with ``explicit_box`` true, or no landmarks, the box is authoritative: the garment's
-mask bounding box is stretched onto it (one affine map, no re-fit to the pose).
+mask bounding box is stretched onto it (one affine map, no re-fit to the pose). That box-fit
+path is also how it renders compositions (:mod:`tryon.compose`: any reference object into any
+scene, explicit box, no landmarks, the region's mask as target mask), so compose, move, swap,
+replace and batches all run on the CPU.
 
 Each sample's seed draws a small fit variation (:class:`.fit.FitVariation`: looser or tighter,
 a slightly longer or shorter hem and sleeves), so samples with different seeds differ and the
