@@ -485,12 +485,13 @@ def test_cli_convert_writes_a_loadable_directory(tmp_path: Path, files, comps) -
     _state_equal(W.load_pretrained(dst).unet, comps.unet)
     ckpt_info = CliRunner().invoke(cli, ["weights", "info", str(files["ckpt"])])
     assert ckpt_info.exit_code == 0, ckpt_info.output
+    # the JSON is stdout alone: warnings (e.g. the restricted-unpickler note) go to stderr
     assert (
-        json.loads(ckpt_info.output)["parameters"]["cond_stage_model.projector."]
+        json.loads(ckpt_info.stdout)["parameters"]["cond_stage_model.projector."]
         == (CFG.projector_in + 1) * CFG.projector_out
     )
     info = CliRunner().invoke(cli, ["weights", "info", str(dst)])
-    assert info.exit_code == 0 and json.loads(info.output)[
+    assert info.exit_code == 0 and json.loads(info.stdout)[
         "weights_checksum"
     ] == W.weights_checksum(dst)
 
