@@ -19,7 +19,7 @@ _LAZY = {
     "randomize_parameters": "tryon.anydoor.models",
     "DDIMSchedule": "tryon.anydoor.sampling",
     "ldm_timesteps": "tryon.anydoor.sampling",
-    "AnyDoorOutput": "tryon.anydoor.pipeline",
+    "AnyDoorOutput": "tryon.anydoor.pipeline_output",
     "AnyDoorPipeline": "tryon.anydoor.pipeline",
 }
 

@@ -1,12 +1,16 @@
 """AnyDoorPipeline: reference object + target region -> image with the object placed there.
 
-Diffusers-style and single-file: one ``__call__`` whose body is numbered steps, plus public
-step hooks (:meth:`AnyDoorPipeline.encode_reference`, :meth:`~AnyDoorPipeline.predict_noise`,
+Diffusers-style: one ``__call__`` whose body is numbered steps, plus public step hooks
+(:meth:`AnyDoorPipeline.encode_reference`, :meth:`~AnyDoorPipeline.predict_noise`,
 :meth:`~AnyDoorPipeline.guided_noise`, :meth:`~AnyDoorPipeline.sample`,
 :meth:`~AnyDoorPipeline.vae_encode`, :meth:`~AnyDoorPipeline.vae_decode`,
 :meth:`~AnyDoorPipeline.prepare_reference_inputs`, :meth:`~AnyDoorPipeline.reference_tokens`)
-that tests, training and the engine's per-garment cache reuse. Behaviour follows the reference's gradio/predict path (see
-``docs/anydoor-engine.md``):
+that tests, training and the engine's per-garment cache reuse. This module holds the
+pipeline's construction, reference encoding and the numbered call; the latent-space hooks
+(noise prediction, guidance, the sampling loop, VAE) are :mod:`tryon.anydoor.latents`, the
+argument checks :mod:`tryon.anydoor.pipeline_checks`, the result type
+:mod:`tryon.anydoor.pipeline_output` (re-exported here). Behaviour follows the reference's
+gradio/predict path (see ``docs/anydoor-engine.md``):
 
 * the ControlNet sees the 4-channel hint and the ID tokens, never x_t (its ``conv_in`` is zero);
 * classifier-free guidance runs ControlNet *and* UNet for both branches; the unconditional
@@ -18,9 +22,7 @@ that tests, training and the engine's per-garment cache reuse. Behaviour follows
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,46 +31,37 @@ from diffusers.utils.torch_utils import randn_tensor
 from numpy.typing import NDArray
 from torch import Tensor
 
-from tryon.anydoor.limits import CONTROL_STRENGTH, CROP_RATIO, EXPAND_RATIO, GUIDANCE, Bound
+from tryon.anydoor.latents import LatentSteps, StepCallback
+from tryon.anydoor.limits import CONTROL_STRENGTH, CROP_RATIO, EXPAND_RATIO, GUIDANCE
 from tryon.anydoor.models import AnyDoorComponents
+from tryon.anydoor.pipeline_checks import (
+    check_bound,
+    check_box,
+    check_mask,
+    check_reference,
+    check_rgb,
+    check_tokens,
+    require_sdpa,
+)
+from tryon.anydoor.pipeline_output import AnyDoorOutput
 from tryon.anydoor.preprocess import (
     ReferenceInputs,
-    TargetInputs,
     paste_back,
     prepare_reference,
     prepare_target,
 )
 from tryon.anydoor.sampling import SAMPLERS, DDIMSchedule, dpmpp_2m_scheduler
-from tryon.errors import CanceledError, InvalidInputError, InvalidMaskError, NumericalError
+from tryon.errors import InvalidInputError, NumericalError
 from tryon.types import Box
 
-log = logging.getLogger(__name__)
+__all__ = ["MAX_GUIDANCE", "AnyDoorOutput", "AnyDoorPipeline", "StepCallback"]
 
-#: ``callback_on_step_end(step_index, timestep, latents)``; a returned tensor replaces latents
-StepCallback = Callable[[int, int, Tensor], "Tensor | None"]
+log = logging.getLogger(__name__)
 
 MAX_GUIDANCE = GUIDANCE.high  # the bounds live in tryon.anydoor.limits (shared with the API)
 
 
-@dataclass(frozen=True)
-class AnyDoorOutput:
-    """Result of one :class:`AnyDoorPipeline` call.
-
-    ``image``: uint8 ``(H, W, 3)`` RGB, the target image with the generated crop pasted back;
-    ``crop``: uint8 ``(T, T, 3)`` RGB, the generated square crop (T = ``config.image_size``);
-    ``prepared``: the target preprocessing (boxes used); ``timesteps``: the timesteps run.
-    ``images``/``crops``: one per sample (``num_samples``); ``image``/``crop`` are the first.
-    """
-
-    image: NDArray[np.uint8]
-    crop: NDArray[np.uint8]
-    prepared: TargetInputs
-    timesteps: tuple[int, ...]
-    images: tuple[NDArray[np.uint8], ...] = ()
-    crops: tuple[NDArray[np.uint8], ...] = ()
-
-
-class AnyDoorPipeline:
+class AnyDoorPipeline(LatentSteps):
     """Run AnyDoor on ``components`` (see :func:`tryon.anydoor.models.build_components`).
 
     ``device``/``dtype`` (default cpu/float32) place all networks; fp16 and bf16 work on CUDA,
@@ -117,7 +110,7 @@ class AnyDoorPipeline:
             module.eval()
         id_device = self.offload_device if offload_id_extractor else self.device
         components.id_extractor.to(device=id_device, dtype=self.dtype).eval()
-        _require_sdpa(components)
+        require_sdpa(components)
         # the forwards the sampler calls: the modules, or torch.compile wrappers around them
         # (kept apart so state_dict names and training code see the plain modules)
         self._controlnet: Callable[..., Any] = components.controlnet
@@ -146,13 +139,13 @@ class AnyDoorPipeline:
         num_samples: Any = 1,
     ) -> None:
         """Raise :class:`InvalidInputError`/:class:`InvalidMaskError` naming the bad argument."""
-        _check_rgb("reference_image", reference_image)
-        _check_rgb("target_image", target_image)
-        _check_mask("reference_mask", reference_mask, reference_image)
+        check_rgb("reference_image", reference_image)
+        check_rgb("target_image", target_image)
+        check_mask("reference_mask", reference_mask, reference_image)
         if isinstance(target_mask, Box):
-            _check_box("target_mask", target_mask, target_image)
+            check_box("target_mask", target_mask, target_image)
         else:
-            _check_mask("target_mask", target_mask, target_image)
+            check_mask("target_mask", target_mask, target_image)
         if (
             isinstance(num_inference_steps, bool)
             or not isinstance(num_inference_steps, (int, np.integer))
@@ -163,10 +156,10 @@ class AnyDoorPipeline:
                 f"got {num_inference_steps!r}",
                 argument="num_inference_steps",
             )
-        _check_bound("guidance_scale", guidance_scale, GUIDANCE)
-        _check_bound("control_strength", control_strength, CONTROL_STRENGTH)
-        _check_bound("expand_ratio", expand_ratio, EXPAND_RATIO)
-        _check_bound("crop_ratio", crop_ratio, CROP_RATIO)
+        check_bound("guidance_scale", guidance_scale, GUIDANCE)
+        check_bound("control_strength", control_strength, CONTROL_STRENGTH)
+        check_bound("expand_ratio", expand_ratio, EXPAND_RATIO)
+        check_bound("crop_ratio", crop_ratio, CROP_RATIO)
         if (
             isinstance(num_samples, bool)
             or not isinstance(num_samples, (int, np.integer))
@@ -183,41 +176,6 @@ class AnyDoorPipeline:
                     f"latents must have shape {want}, got {tuple(latents.shape)}",
                     argument="latents",
                 )
-
-    def _check_reference(self, reference: Any) -> None:
-        size = self.config.reference_size
-        want = {
-            "image": ((size, size, 3), np.float32),
-            "mask": ((size, size), np.uint8),
-            "hf_map": ((size, size, 3), np.uint8),
-        }
-        if not isinstance(reference, ReferenceInputs):
-            raise InvalidInputError(
-                f"reference must be a ReferenceInputs, got {type(reference).__name__}",
-                argument="reference",
-            )
-        for name, (shape, dtype) in want.items():
-            arr = getattr(reference, name)
-            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
-                raise InvalidInputError(
-                    f"reference.{name} must be {np.dtype(dtype).name} {shape}, got "
-                    f"{getattr(arr, 'dtype', None)} {getattr(arr, 'shape', None)}",
-                    argument="reference",
-                )
-
-    def _check_tokens(self, tokens: Any) -> None:
-        want = tuple(self.unconditional_tokens(1).shape)
-        if (
-            not isinstance(tokens, Tensor)
-            or not tokens.is_floating_point()
-            or tuple(tokens.shape) != want
-        ):
-            raise InvalidInputError(
-                f"reference_tokens must be a float tensor of shape {want}, got "
-                f"{getattr(tokens, 'dtype', type(tokens).__name__)} "
-                f"{tuple(getattr(tokens, 'shape', ()))}",
-                argument="reference_tokens",
-            )
 
     def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
         side = self.config.image_size // self.config.vae_downscale
@@ -302,173 +260,6 @@ class AnyDoorPipeline:
         ref_tensor = torch.from_numpy(np.ascontiguousarray(reference.image)).permute(2, 0, 1)[None]
         return self.encode_reference(ref_tensor.float())
 
-    @torch.no_grad()
-    def predict_noise(
-        self,
-        latents: Tensor,
-        t: int | Tensor,
-        hint: Tensor,
-        tokens: Tensor,
-        control_strength: float = 1.0,
-    ) -> Tensor:
-        """eps for ``latents`` ``(B, 4, h, w)`` at timestep ``t``, conditioned on ``hint``
-        ``(B, 4, T, T)`` (collage RGB in [-1, 1] + mask in {-1, 0, 1}) and ``tokens`` ``(B, N, D)``.
-
-        The ControlNet gets the same tokens as the UNet; its 13 residuals, scaled by
-        ``control_strength``, are added to the UNet's skips and middle block.
-        """
-        batch = latents.shape[0]
-        timestep = _timestep_tensor(t, batch, self.device)
-        sample = latents.to(device=self.device, dtype=self.dtype)
-        context = tokens.to(device=self.device, dtype=self.dtype)
-        if self.channels_last:
-            sample = sample.contiguous(memory_format=torch.channels_last)
-        down, mid = self._controlnet(
-            sample,
-            timestep,
-            encoder_hidden_states=context,
-            controlnet_cond=hint.to(device=self.device, dtype=self.dtype),
-            conditioning_scale=float(control_strength),
-            return_dict=False,
-        )
-        return self._unet(
-            sample,
-            timestep,
-            encoder_hidden_states=context,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-            return_dict=False,
-        )[0]
-
-    @torch.no_grad()
-    def guided_noise(
-        self,
-        latents: Tensor,
-        t: int | Tensor,
-        hint: Tensor,
-        cond_tokens: Tensor,
-        uncond_tokens: Tensor,
-        guidance_scale: float,
-        control_strength: float = 1.0,
-        batched: bool = True,
-    ) -> Tensor:
-        """Classifier-free guided eps: ``eps_u + s * (eps_c - eps_u)``.
-
-        ``batched=True`` runs both branches in one ControlNet and one UNet forward (batch 2B);
-        ``batched=False`` runs them one after the other (less memory). With ``s == 1`` only
-        the conditional branch runs, as in the reference sampler.
-        """
-        if guidance_scale == 1.0:
-            return self.predict_noise(latents, t, hint, cond_tokens, control_strength)
-        if batched:
-            eps = self.predict_noise(
-                torch.cat([latents, latents]),
-                t,
-                torch.cat([hint, hint]),
-                torch.cat([uncond_tokens.to(cond_tokens), cond_tokens]),
-                control_strength,
-            )
-            eps_u, eps_c = eps.chunk(2)
-        else:
-            eps_u = self.predict_noise(latents, t, hint, uncond_tokens, control_strength)
-            eps_c = self.predict_noise(latents, t, hint, cond_tokens, control_strength)
-        return eps_u + guidance_scale * (eps_c - eps_u)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        latents: Tensor,
-        hint: Tensor,
-        cond_tokens: Tensor,
-        uncond_tokens: Tensor,
-        timesteps: DDIMSchedule | int,
-        *,
-        guidance_scale: float = 4.5,
-        control_strength: float = 1.0,
-        batched_cfg: bool = True,
-        callback_on_step_end: StepCallback | None = None,
-        interrupt: Callable[[], bool] | None = None,
-        sampler: str = "ddim",
-    ) -> Tensor:
-        """Sampling loop from the initial ``latents`` (x_T, batch B); returns x_0 latents in
-        float32. ``hint`` and the tokens have batch B too (one row per sample).
-
-        ``sampler="ddim"`` (the reference's, exact): ``timesteps`` is a :class:`DDIMSchedule`
-        or a step count. ``sampler="dpmpp_2m"``: DPM-Solver++ 2M from diffusers, ``timesteps``
-        a step count (20-25 come close to 50 DDIM steps; a deviation from the reference).
-        Before each step ``interrupt()`` is polled; True raises :class:`CanceledError`. After
-        each step ``callback_on_step_end(step_index, timestep, latents)`` is called.
-        """
-        if sampler not in SAMPLERS:
-            raise InvalidInputError(
-                f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}", argument="sampler"
-            )
-        schedule = (
-            timesteps
-            if isinstance(timesteps, DDIMSchedule)
-            else DDIMSchedule.from_config(self.config, timesteps)
-        )
-        dpm = None
-        if sampler == "dpmpp_2m":
-            count = len(timesteps) if isinstance(timesteps, DDIMSchedule) else int(timesteps)
-            dpm = dpmpp_2m_scheduler(self.config, count)
-        steps = dpm.timesteps.tolist() if dpm is not None else schedule.timesteps.tolist()
-        # the loop state stays float32 even for half-precision models
-        x = latents.to(device=self.device, dtype=torch.float32)
-        for i, t in enumerate(steps):
-            if interrupt is not None and interrupt():
-                raise CanceledError(f"canceled before sampling step {i + 1} of {len(steps)}")
-            eps = self.guided_noise(
-                x,
-                t,
-                hint,
-                cond_tokens,
-                uncond_tokens,
-                guidance_scale,
-                control_strength,
-                batched_cfg,
-            )
-            if dpm is not None:
-                x = dpm.step(eps.float(), t, x, return_dict=False)[0]
-            else:
-                x = schedule.step(eps, i, x)
-            if callback_on_step_end is not None:
-                replaced = callback_on_step_end(i, t, x)
-                if isinstance(replaced, Tensor):
-                    x = replaced.to(device=self.device, dtype=torch.float32)
-        return x
-
-    @torch.no_grad()
-    def vae_encode(self, images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """``(B, 3, H, W)`` RGB in [-1, 1] -> scaled latents ``(B, 4, H/8, W/8)``.
-
-        Takes the posterior mean; pass ``generator`` to sample it instead (the reference's
-        training draws a sample).
-        """
-        vae = self.components.vae
-        dist = vae.encode(images.to(device=self.device, dtype=self.dtype)).latent_dist
-        z = dist.sample(generator) if generator is not None else dist.mode()
-        return z * vae.config["scaling_factor"]
-
-    @torch.no_grad()
-    def vae_decode(self, latents: Tensor) -> Tensor:
-        """Scaled latents ``(B, 4, h, w)`` -> images ``(B, 3, 8h, 8w)`` float, nominally [-1, 1]."""
-        vae = self.components.vae
-        z = latents.to(device=self.device, dtype=self.dtype) / vae.config["scaling_factor"]
-        return vae.decode(z, return_dict=False)[0]
-
-    @staticmethod
-    def to_pixels(images: Tensor) -> NDArray[np.float32]:
-        """Decoded ``(B, 3, H, W)`` -> float32 ``(B, H, W, 3)`` in [0, 255]: ``x*127.5+127.5``,
-        clipped, as the reference does before its paste-back (which then truncates to uint8)."""
-        arr = images.float().permute(0, 2, 3, 1).cpu().numpy() * 127.5 + 127.5
-        return np.clip(arr, 0, 255).astype(np.float32)
-
-    @classmethod
-    def to_uint8(cls, images: Tensor) -> NDArray[np.uint8]:
-        """Decoded ``(B, 3, H, W)`` -> uint8 ``(B, H, W, 3)`` (:meth:`to_pixels`, truncated)."""
-        return cls.to_pixels(images).astype(np.uint8)
-
     # ------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
@@ -542,9 +333,9 @@ class AnyDoorPipeline:
             target_mask = _box_mask(target_mask, target_image.shape[:2])
 
         if reference is not None:
-            self._check_reference(reference)
+            check_reference(reference, self.config.reference_size)
         if reference_tokens is not None:
-            self._check_tokens(reference_tokens)
+            check_tokens(reference_tokens, tuple(self.unconditional_tokens(1).shape))
 
         # 2. Preprocess the reference (224 masked crop + high-frequency map) and the target
         ref = (
@@ -630,107 +421,12 @@ class AnyDoorPipeline:
         )
 
 
-# --- input checks ----------------------------------------------------------------------------
-
-
-def _check_rgb(name: str, image: Any) -> None:
-    if not isinstance(image, np.ndarray):
-        raise InvalidInputError(
-            f"{name} must be a numpy array, got {type(image).__name__}", argument=name
-        )
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidInputError(
-            f"{name} must be an RGB image of shape (H, W, 3), got shape {image.shape}",
-            argument=name,
-        )
-    if image.dtype != np.uint8:
-        raise InvalidInputError(f"{name} must be uint8, got {image.dtype}", argument=name)
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise InvalidInputError(
-            f"{name} is too small: {image.shape[1]}x{image.shape[0]}", argument=name
-        )
-
-
-def _check_mask(name: str, mask: Any, image: NDArray[Any]) -> None:
-    if not isinstance(mask, np.ndarray):
-        raise InvalidMaskError(
-            f"{name} must be a numpy array, got {type(mask).__name__}", argument=name
-        )
-    if mask.ndim != 2:
-        raise InvalidMaskError(f"{name} must have shape (H, W), got {mask.shape}", argument=name)
-    if mask.shape != image.shape[:2]:
-        raise InvalidMaskError(
-            f"{name} has shape {mask.shape} but its image is {image.shape[:2]}", argument=name
-        )
-    if mask.dtype != np.bool_ and not np.isin(mask, (0, 1)).all():
-        raise InvalidMaskError(
-            f"{name} must be bool or {{0, 1}}, got values in [{mask.min()}, {mask.max()}] "
-            "(threshold it first, e.g. mask > 127)",
-            argument=name,
-        )
-    if not np.any(mask):
-        raise InvalidMaskError(f"{name} is empty: it must mark at least one pixel", argument=name)
-
-
-def _check_box(name: str, box: Box, image: NDArray[Any]) -> None:
-    height, width = image.shape[:2]
-    if box.is_empty():
-        raise InvalidInputError(f"{name} box {box} is empty", argument=name)
-    if box.x1 < 0 or box.y1 < 0 or box.x2 > width or box.y2 > height:
-        raise InvalidInputError(
-            f"{name} box {box} lies outside the {width}x{height} image (clip it first)",
-            argument=name,
-        )
-
-
-def _check_number(
-    name: str, value: Any, *, low: float, high: float, low_open: bool = False
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInputError(f"{name} must be a number, got {value!r}", argument=name)
-    v = float(value)
-    too_low = v <= low if low_open else v < low
-    if not math.isfinite(v) or too_low or v > high:
-        bracket = "(" if low_open else "["
-        raise InvalidInputError(
-            f"{name} must be in {bracket}{low}, {high}], got {value!r}", argument=name
-        )
-
-
-def _check_bound(name: str, value: Any, bound: Bound) -> None:
-    _check_number(name, value, low=bound.low, high=bound.high, low_open=bound.low_open)
-
-
 def _box_mask(box: Box, shape: tuple[int, ...]) -> NDArray[np.uint8]:
     mask = np.zeros(shape[:2], dtype=np.uint8)
     mask[box.y1 : box.y2, box.x1 : box.x2] = 1
     return mask
 
 
-def _require_sdpa(components: AnyDoorComponents) -> None:
-    """Refuse a build whose attention is not PyTorch SDPA (a diffusers or transformers
-    upgrade that changed the default would otherwise silently cost memory and time)."""
-    for name in ("unet", "controlnet", "vae"):
-        module: Any = getattr(components, name)
-        slow = {
-            type(p).__name__
-            for p in module.attn_processors.values()
-            if type(p).__name__ != "AttnProcessor2_0"
-        }
-        if slow:
-            raise RuntimeError(f"{name} attention is {sorted(slow)}, not PyTorch SDPA")
-    impl = components.id_extractor.dino.config._attn_implementation
-    if impl != "sdpa":
-        raise RuntimeError(f"id_extractor attention is {impl!r}, not PyTorch SDPA")
-
-
 def _empty_cache(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _timestep_tensor(t: int | Tensor, batch: int, device: torch.device) -> Tensor:
-    if isinstance(t, Tensor):
-        t = t.to(device)
-        return t.expand(batch) if t.ndim == 0 else t
-    return torch.full((batch,), int(t), dtype=torch.long, device=device)
