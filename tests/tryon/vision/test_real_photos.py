@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tryon.types import Box
 from tryon.images import normalize_upload
+from tryon.types import Box
 from tryon.vision.analysis import PhotoAnalysis, analyze_photo
 from tryon.vision.analysis_input import analysis_input
 
