@@ -21,23 +21,32 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tryon.errors import ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from tryon.vision.analysis_input import AnalysisInput
 
 log = logging.getLogger(__name__)
 
 
-def _run_analysis(image_bytes: bytes, categories: list[str] | None) -> dict[str, Any]:
-    """Pool entry point (imports the vision stack in the pool process only). The result
-    carries ``person_mask_png`` (PNG bytes or None) for shape-aware target masks."""
-    from tryon.vision.analysis import analyze_photo_json
+def _run_analysis(photo: AnalysisInput, categories: list[str] | None) -> dict[str, Any]:
+    """Pool entry point (imports the vision stack in the pool process only). ``photo`` is
+    already at analysis resolution: nothing is decoded here. The result carries
+    ``person_mask_png`` (PNG bytes or None, at the photo's size) for shape-aware target
+    masks."""
+    from tryon.vision.analysis import analyze_photo_input
 
-    return analyze_photo_json(image_bytes, categories, with_person_mask=True)
+    return analyze_photo_input(photo, categories, with_person_mask=True)
 
 
 class PoolAnalyzer:
-    """``analyzer(image_bytes, categories) -> analysis dict`` backed by a spawn process pool.
+    """``analyzer(photo, categories) -> analysis dict`` backed by a spawn process pool.
+
+    ``photo`` is a :class:`tryon.vision.analysis_input.AnalysisInput`: the photo reduced to
+    analysis resolution by the caller from the pixels it decoded at intake, and the stored
+    photo's size (a ~1 MB pickle instead of a second full decode in the pool).
 
     The dict is :meth:`tryon.vision.analysis.PhotoAnalysis.to_dict` plus ``person_mask_png``
     (grayscale PNG bytes of the main person's own silhouette at the photo's size, 255 =
@@ -63,9 +72,10 @@ class PoolAnalyzer:
                 )
             return self._pool
 
-    def __call__(self, image_bytes: bytes, categories: Iterable[str] | None = None) -> dict[str, Any]:
+    def __call__(self, photo: AnalysisInput, categories: Iterable[str] | None = None
+                 ) -> dict[str, Any]:
         cats = None if categories is None else [str(c) for c in categories]
-        future = self._executor().submit(self._fn, image_bytes, cats)
+        future = self._executor().submit(self._fn, photo, cats)
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:

@@ -25,7 +25,7 @@ class Services:
     session_factory: sessionmaker[Session]
     storage: Storage
     publisher: Any  # web.publisher.Publisher protocol
-    analyzer: Any  # callable(image_bytes, categories) -> analysis dict
+    analyzer: Any  # callable(AnalysisInput, categories) -> analysis dict
     secret_key: str
     #: ``engines(session) -> {engine: ready}`` for engines live workers advertise
     engines: Any = None
@@ -46,7 +46,7 @@ class ServiceOverrides:
     session_factory: sessionmaker[Session] | None = None
     storage: Storage | None = None
     publisher: Any = None  # web.publisher.Publisher protocol
-    analyzer: Any = None  # callable(image_bytes, categories) -> analysis dict
+    analyzer: Any = None  # callable(AnalysisInput, categories) -> analysis dict
     #: ``engines(session) -> {engine: ready}``; None: the worker registry (RegistryEngines)
     engines: Any = None
     webhook_resolver: Any = None

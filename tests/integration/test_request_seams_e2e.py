@@ -21,7 +21,7 @@ ASTRONAUT = (resources.files("tryon") / "assets" / "person_astronaut.png").read_
 def test_length_box_and_shape_reach_a_real_worker(stack_factory) -> None:  # type: ignore[no-untyped-def]
     from tryon.records.accounts import create_api_key
     from tryon.records.workers import live_engines
-    from tryon.vision.analysis import analyze_photo_json
+    from tryon.vision.analysis import analyze_photo_input
     from web.app import create_app
     from web.services import ServiceOverrides
 
@@ -34,7 +34,7 @@ def test_length_box_and_shape_reach_a_real_worker(stack_factory) -> None:  # typ
     st.wait_until(advertised, 60, "the worker advertising preview")
     ids = st.seed()
     app = create_app(st.settings, ServiceOverrides(analyzer=lambda data, cats=None:
-                     analyze_photo_json(data, cats, with_person_mask=True)))
+                     analyze_photo_input(data, cats, with_person_mask=True)))
     client = app.test_client()
     with st.factory() as s:
         key = create_api_key(s, account_id=ids["owner"]).plaintext

@@ -58,6 +58,54 @@ def test_photo_upload_stores_normalized_copy_under_uuid_key(ctx: Ctx) -> None:
     assert ctx.analyzer.calls == 1
 
 
+def test_photo_upload_hands_the_analyzer_the_intake_pixels_not_the_stored_bytes(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10.6: the analysis gets the pixels the intake decoded, reduced once to analysis
+    resolution, and the stored photo's size; nothing decodes the stored (PNG) photo again."""
+    import cv2
+
+    from tryon.vision.analysis_input import ANALYSIS_SIDE, AnalysisInput, reduce_for_analysis
+
+    rng = np.random.default_rng(2)
+    raw = rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8)  # sideways, EXIF says rotate
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(raw).save(buf, "JPEG", exif=exif)
+    opened: list[bytes] = []  # every encoded image decoded while the upload runs
+    pil_open, cv_decode = Image.open, cv2.imdecode
+
+    def spy_open(fp: Any, *a: Any, **k: Any) -> Any:
+        if isinstance(fp, io.BytesIO):
+            opened.append(fp.getvalue())
+        return pil_open(fp, *a, **k)
+
+    def spy_decode(data: Any, *a: Any, **k: Any) -> Any:
+        opened.append(bytes(np.asarray(data, np.uint8)))
+        return cv_decode(data, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(Image, "open", spy_open)
+        m.setattr(cv2, "imdecode", spy_decode)
+        r = _upload_photo(ctx, buf.getvalue())
+    assert r.status_code == 201, r.get_json()
+    body = r.get_json()
+    assert (body["width"], body["height"]) == (900, 1600)
+    [photo] = ctx.analyzer.inputs
+    assert isinstance(photo, AnalysisInput) and not isinstance(photo, bytes)
+    assert photo.photo_size == (900, 1600)
+    assert photo.image.shape == (ANALYSIS_SIDE, 360, 3)
+    stored = next(f for f in (ctx.settings.resolved_storage_root / "photos").rglob("*")
+                  if f.is_file())
+    again = sum(data == stored.read_bytes() for data in opened)
+    assert again == 0, "the stored photo was decoded again in the upload path"
+    with Image.open(stored) as im:
+        assert im.format == "PNG"  # rotated: stored lossless as PNG
+        full = np.asarray(im.convert("RGB"))
+    assert np.array_equal(photo.image, reduce_for_analysis(full))
+
+
 @pytest.mark.parametrize(
     "payload,name,status,code",
     [

@@ -71,8 +71,8 @@ def _upload(ctx: Ctx) -> Any:
 def test_upload_stores_the_person_mask_and_delete_removes_it(ctx: Ctx) -> None:
     fake = ctx.analyzer
 
-    def with_mask(image_bytes: bytes, categories: Any = None) -> dict[str, Any]:
-        out = fake(image_bytes, categories)
+    def with_mask(photo: Any, categories: Any = None) -> dict[str, Any]:
+        out = fake(photo, categories)
         w, h = out["image_size"]
         return {**out, "person_mask_png": _mask_png(w, h)}
 

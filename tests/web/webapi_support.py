@@ -53,11 +53,13 @@ class FakeAnalyzer:
         #: extra error details per category (e.g. ``missing``, ``reason``)
         self.details: dict[str, dict[str, Any]] = {}
         self.calls = 0
+        #: every AnalysisInput received, in order
+        self.inputs: list[Any] = []
 
-    def __call__(self, image_bytes: bytes, categories: Any = None) -> dict[str, Any]:
+    def __call__(self, photo: Any, categories: Any = None) -> dict[str, Any]:
         self.calls += 1
-        with Image.open(io.BytesIO(image_bytes)) as im:
-            w, h = im.size
+        self.inputs.append(photo)
+        w, h = photo.photo_size
         box = [w // 4, h // 5, 3 * w // 4, 4 * h // 5]
         placements = {
             c: {"box": box, "category": c, "rule": "fake", "length": "regular", "clipped": False}

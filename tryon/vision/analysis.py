@@ -18,7 +18,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tryon.errors import (
-    InvalidImageError,
     MultiplePeopleError,
     NoPersonError,
     PersonTooSmallError,
@@ -26,6 +25,13 @@ from tryon.errors import (
     PreflightError,
 )
 from tryon.types import Box, Category, GarmentLength
+from tryon.vision.analysis_input import (
+    ANALYSIS_SIDE,
+    AnalysisInput,
+    analysis_input_from_bytes,
+    decode_rgb,
+    reduce_for_analysis,
+)
 from tryon.vision.body import (
     landmarks_on_body,
     legs_problem,
@@ -42,8 +48,6 @@ log = logging.getLogger(__name__)
 #: a torso (shoulder mid to hip mid) shorter than this many pixels of the stored photo is too
 #: small to repaint well (about a 300 px tall person; the garment area is then ~120 px)
 MIN_TORSO_PX = 90
-#: pose, people and silhouette are computed on a copy whose long side is at most this
-ANALYSIS_SIDE = 640
 #: a person at least this tall a fraction of the photo "fills" it: if they are still too
 #: small, the photo has too few pixels (rather than the person being too far away)
 FILLS_PHOTO = 0.5
@@ -201,16 +205,6 @@ def _preflight(
     )
 
 
-def reduce_for_analysis(image: NDArray[np.uint8], side: int = ANALYSIS_SIDE) -> NDArray[np.uint8]:
-    """``image`` shrunk (area interpolation) so its long side is at most ``side``."""
-    h, w = image.shape[:2]
-    scale = min(1.0, side / max(h, w))
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
-
-
 def analyze_photo(
     image: NDArray[np.uint8],
     *,
@@ -335,33 +329,6 @@ def _process_models() -> PoseEstimator:
     return estimator
 
 
-def decode_rgb(
-    image_bytes: bytes, max_side: int | None = None
-) -> tuple[NDArray[np.uint8], tuple[int, int]]:
-    """Decode PNG/JPEG bytes to uint8 ``(h, w, 3)`` RGB and the encoded ``(W, H)``.
-
-    With ``max_side`` the result's long side is at most that: a JPEG is decoded at reduced
-    scale (DCT scaling, ``draft``), anything else decoded in full and shrunk. No orientation
-    handling: the bytes are an already normalised photo.
-    """
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(image_bytes)) as img:
-            size = (int(img.width), int(img.height))
-            if max_side is not None and img.format == "JPEG" and max(size) > max_side:
-                scale = max_side / max(size)
-                img.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidImageError(f"The photo could not be decoded: {exc}") from exc
-    if max_side is not None:
-        rgb = reduce_for_analysis(rgb, max_side)
-    return rgb, size
-
-
 def encode_person_mask(person_mask: NDArray[Any]) -> bytes:
     """A person mask (float ``(H, W)`` in [0, 1], or bool) -> grayscale 8-bit PNG bytes,
     ``round(p * 255)``: 255 = person. Read back with ``> 127`` for the 0.5 threshold."""
@@ -379,28 +346,27 @@ def encode_person_mask(person_mask: NDArray[Any]) -> bytes:
     return bytes(buf.tobytes())
 
 
-def analyze_photo_json(
-    image_bytes: bytes,
+def analyze_photo_input(
+    photo: AnalysisInput,
     categories: Iterable[Category | str] | None = None,
     *,
     with_person_mask: bool = False,
 ) -> dict[str, Any]:
-    """:func:`analyze_photo` on encoded, already normalised photo bytes; returns
-    :meth:`PhotoAnalysis.to_dict`.
+    """:func:`analyze_photo` on an :class:`AnalysisInput`; returns :meth:`PhotoAnalysis.to_dict`.
 
-    Meant to run in a worker or process pool so the calling process never imports MediaPipe;
-    each process builds its models once. The photo is decoded once, at analysis resolution
-    (a JPEG at reduced scale). Raises InvalidImageError for undecodable bytes; all pre-flight
-    failures are in the returned verdicts. ``with_person_mask`` adds ``"person_mask_png"``:
-    :func:`encode_person_mask` bytes of the main person's silhouette, upsampled once to the
-    photo's size (None when there is none); the dict is then no longer pure JSON.
+    The upload path's entry point (``web/analyzer.py``): the API process reduced the pixels it
+    decoded at intake, so nothing is decoded here. Meant to run in a worker or process pool so
+    the calling process never imports MediaPipe; each process builds its models once. All
+    pre-flight failures are in the returned verdicts. ``with_person_mask`` adds
+    ``"person_mask_png"``: :func:`encode_person_mask` bytes of the main person's silhouette,
+    upsampled once to ``photo.photo_size`` (None when there is none); the dict is then no
+    longer pure JSON.
     """
-    image, size = decode_rgb(image_bytes, ANALYSIS_SIDE)
     analysis = analyze_photo(
-        image,
+        photo.image,
         pose_estimator=_process_models(),
         categories=tuple(Category) if categories is None else categories,
-        photo_size=size,
+        photo_size=photo.photo_size,
     )
     out = analysis.to_dict()
     if with_person_mask:
@@ -410,9 +376,28 @@ def analyze_photo_json(
     return out
 
 
+def analyze_photo_json(
+    image_bytes: bytes,
+    categories: Iterable[Category | str] | None = None,
+    *,
+    with_person_mask: bool = False,
+) -> dict[str, Any]:
+    """:func:`analyze_photo_input` on encoded, already normalised photo bytes, decoded once at
+    analysis resolution (a JPEG at reduced scale). For bytes nobody has decoded yet (the demo
+    photo, tests); an upload hands over the intake's pixels instead. Raises
+    InvalidImageError for undecodable bytes.
+    """
+    return analyze_photo_input(
+        analysis_input_from_bytes(image_bytes), categories, with_person_mask=with_person_mask
+    )
+
+
 __all__ = [
+    "ANALYSIS_SIDE",
+    "AnalysisInput",
     "PhotoAnalysis",
     "analyze_photo",
+    "analyze_photo_input",
     "analyze_photo_json",
     "check_photo",
     "decode_rgb",

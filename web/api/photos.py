@@ -88,6 +88,7 @@ def upload_photo(image_file: Any, *, consent: bool) -> Photo:
     """Check, store and record an uploaded photo of the caller (the API and the pages)."""
     from tryon.images import IntakeLimits, normalize_upload
     from tryon.storage import new_key
+    from tryon.vision.analysis_input import analysis_input
 
     if not consent:
         raise InvalidInputError("Set consent=true to agree to the photo being processed.",
@@ -97,8 +98,10 @@ def upload_photo(image_file: Any, *, consent: bool) -> Photo:
     owner = current_principal().account_id
     # 1. decode and normalize (EXIF applied and stripped, re-encoded)
     image = normalize_upload(read_upload(image_file, limits.max_bytes), limits)
-    # 2. pre-flight: pose and people, one verdict per category (in the analysis process)
-    analysis = svc.analyzer(image.encoded, [c.value for c in Category])
+    # 2. pre-flight: pose and people, one verdict per category (in the analysis process), on
+    # the intake's pixels reduced once to analysis resolution: the stored bytes are never
+    # decoded again (a full-size PNG decode was most of a 2048 px pre-flight)
+    analysis = svc.analyzer(analysis_input(image.rgb), [c.value for c in Category])
     verdicts: dict[str, str | None] = dict(analysis.get("verdicts", {}))
     if not verdicts or all(v is not None for v in verdicts.values()):
         codes = [v for v in verdicts.values() if v]

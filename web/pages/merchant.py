@@ -211,8 +211,10 @@ def demo_person() -> dict[str, Any]:
     if cached is None:
         from importlib import resources
 
+        from tryon.vision.analysis_input import analysis_input_from_bytes
+
         data = (resources.files("tryon") / "assets" / "person_astronaut.png").read_bytes()
-        analysis = svc.analyzer(data, CATEGORIES)
+        analysis = svc.analyzer(analysis_input_from_bytes(data), CATEGORIES)
         cached = {"png": data, "analysis": analysis}
         svc.extra["demo_person"] = cached
     return cached

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tryon.images import normalize_upload
 from tryon.types import Box
-from tryon.vision.analysis import ANALYSIS_SIDE, PhotoAnalysis, analyze_photo, decode_rgb
+from tryon.vision.analysis import PhotoAnalysis, analyze_photo
+from tryon.vision.analysis_input import analysis_input
 
 PHOTOS = Path(__file__).resolve().parents[2] / "data" / "real_photos"
 
@@ -72,9 +74,10 @@ PEOPLE = {
 
 
 def _analyse(data: bytes, estimator) -> PhotoAnalysis:
-    """The upload path: one decode at analysis resolution, results in the file's pixels."""
-    rgb, size = decode_rgb(data, ANALYSIS_SIDE)
-    return analyze_photo(rgb, pose_estimator=estimator, photo_size=size)
+    """The upload path (web/api/photos.py): the intake's one decode, reduced once to analysis
+    resolution for the analyzer; results in the stored photo's pixels."""
+    photo = analysis_input(normalize_upload(data).rgb)
+    return analyze_photo(photo.image, pose_estimator=estimator, photo_size=photo.photo_size)
 
 
 def _verdicts(a: PhotoAnalysis) -> tuple[str | None, ...]:
