@@ -145,6 +145,9 @@ def _box(v: Any, name: str) -> Box | None:
 @bp.doc(**AUTH_DOC, responses={
     202: "Accepted: the batch and its jobs are queued",
     409: "Idempotency-Key in flight (idempotency_in_flight)",
+    413: "Body or an upload over the size limits (payload_too_large, image_too_large)",
+    415: "Neither application/json nor multipart/form-data (unsupported_media_type), or an "
+         "upload that is not JPEG, PNG or WebP (unsupported_format)",
     422: "Invalid input, batch_too_large, an unusable item (named by index)",
     429: "Too many open batch jobs for the account (too_many_open_batch_jobs)",
     503: "No running worker serves the engine (engine_unavailable)"})
