@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tryon.anydoor.limits import CONTROL_STRENGTH, GUIDANCE, NUM_SAMPLES, SEED, STEPS
+from tryon.anydoor.limits import (
+    check_sampling,
+)
 from tryon.engines.base import (
     CancelCheck,
     Engine,
@@ -107,12 +109,9 @@ class ComposeParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        STEPS.check("steps", self.steps)
-        GUIDANCE.check("guidance", self.guidance)
-        CONTROL_STRENGTH.check("control_strength", self.control_strength)
-        NUM_SAMPLES.check("num_samples", self.num_samples)
-        if self.seed is not None:
-            SEED.check("seed", self.seed)
+        check_sampling(steps=self.steps, guidance=self.guidance,
+                       control_strength=self.control_strength, num_samples=self.num_samples,
+                       seed=self.seed)
         if self.box is not None and self.box.is_empty():
             raise EmptyRegionError(f"box {self.box.as_list()} is empty: need x1 < x2 and y1 < y2.",
                                    argument="box")

@@ -295,31 +295,13 @@ class JobRunner:
             lambda key: self._retry(lambda: self.storage.get(key), "storage.get"))
         cache = StorageReferenceCache(self.storage, garment.owner_id, garment.id, self._retry)
         request = dataclasses.replace(built.request, reference_cache=cache)
-        timings["preprocess"] = round(time.monotonic() - t, 3)
+        def run(engine: Any, on_step: Callable[[int, int], None]) -> Any:
+            try:
+                return engine.render(request, callback=on_step, should_cancel=hb.should_cancel)
+            finally:
+                self._drop_cache_if_garment_gone(garment.id, cache)
 
-        t = time.monotonic()
-        hb.stage = "loading"
-        engine = self._engine(job.engine)
-        timings["load"] = round(time.monotonic() - t, 3)
-        if hb.lost:
-            raise _Fenced
-
-        t = time.monotonic()
-        hb.stage = "sampling"
-
-        def on_step(step: int, total: int) -> None:
-            hb.progress = 0.95 * step / max(total, 1)
-
-        token = CURRENT_JOB.set(JobContext(job_id, attempt, params))
-        output = None
-        try:
-            output = engine.render(request, callback=on_step, should_cancel=hb.should_cancel)
-        finally:
-            CURRENT_JOB.reset(token)
-            self._drop_cache_if_garment_gone(garment.id, cache)
-        timings["sampling"] = round(time.monotonic() - t, 3)
-        if hb.lost:
-            raise _Fenced
+        output = self._sample(job, attempt, params, hb, timings, t, run)
 
         # what went in, so a result can be traced to the exact photo, garment and box
         inputs = {
@@ -348,6 +330,19 @@ class JobRunner:
         the_plan, inputs = load_compose(
             cparams, photo, garment,
             lambda key: self._retry(lambda: self.storage.get(key), "storage.get"))
+        output = self._sample(
+            job, attempt, params, hb, timings, t,
+            lambda engine, on_step: render_plan(engine, the_plan, cparams, cparams.seeds(job.id),
+                                                callback=on_step,
+                                                should_cancel=hb.should_cancel))
+        return self._store_and_finish(job, attempt, output, params, inputs, hb, written, timings)
+
+    def _sample(self, job: TryOnJob, attempt: int, params: dict[str, Any], hb: JobHeartbeat,
+                timings: dict[str, float], t: float,
+                run: Callable[[Any, Callable[[int, int], None]], Any]) -> Any:
+        """Close the preprocess stage (started at ``t``), load the job's engine, then
+        ``run(engine, on_step)`` as the sampling stage: timed, progress up to 95 %, the job's
+        context set for engines that read it, fenced before and after."""
         timings["preprocess"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
         hb.stage = "loading"
@@ -363,14 +358,13 @@ class JobRunner:
 
         token = CURRENT_JOB.set(JobContext(job.id, attempt, params))
         try:
-            output = render_plan(engine, the_plan, cparams, cparams.seeds(job.id),
-                                 callback=on_step, should_cancel=hb.should_cancel)
+            output = run(engine, on_step)
         finally:
             CURRENT_JOB.reset(token)
         timings["sampling"] = round(time.monotonic() - t, 3)
         if hb.lost:
             raise _Fenced
-        return self._store_and_finish(job, attempt, output, params, inputs, hb, written, timings)
+        return output
 
     def _store_and_finish(self, job: TryOnJob, attempt: int, output: Any,
                           params: dict[str, Any], inputs: dict[str, Any], hb: JobHeartbeat,

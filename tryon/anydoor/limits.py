@@ -63,3 +63,15 @@ SEED = Bound(0, 2**31 - 1, integer=True)
 #: reference crop padding and target crop expansion ratios (pipeline arguments only)
 EXPAND_RATIO = Bound(1.0, 4.0)
 CROP_RATIO = Bound(1.0, 4.0)
+
+
+def check_sampling(*, steps: Any, guidance: Any, control_strength: Any, num_samples: Any,
+                   seed: Any = None) -> None:
+    """Check a job's sampling parameters against the bounds above (seed None: derived later).
+    Raises :class:`~tryon.errors.InvalidInputError` naming the first one out of range."""
+    STEPS.check("steps", steps)
+    GUIDANCE.check("guidance", guidance)
+    CONTROL_STRENGTH.check("control_strength", control_strength)
+    NUM_SAMPLES.check("num_samples", num_samples)
+    if seed is not None:
+        SEED.check("seed", seed)

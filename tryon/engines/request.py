@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tryon.anydoor.limits import CONTROL_STRENGTH, GUIDANCE, NUM_SAMPLES, SEED, STEPS
+from tryon.anydoor.limits import (
+    check_sampling,
+)
 from tryon.engines.base import RenderParams, RenderRequest
 from tryon.errors import InvalidInputError, MultiplePeopleError, NoPersonError
 from tryon.types import Box, Category, GarmentLength, MaskMode
@@ -53,12 +55,9 @@ class JobParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        STEPS.check("steps", self.steps)
-        GUIDANCE.check("guidance", self.guidance)
-        CONTROL_STRENGTH.check("control_strength", self.control_strength)
-        NUM_SAMPLES.check("num_samples", self.num_samples)
-        if self.seed is not None:
-            SEED.check("seed", self.seed)
+        check_sampling(steps=self.steps, guidance=self.guidance,
+                       control_strength=self.control_strength, num_samples=self.num_samples,
+                       seed=self.seed)
         if self.box is not None and self.box.is_empty():
             raise InvalidInputError(f"box {self.box.as_list()} is empty: need x1 < x2 and "
                                     "y1 < y2.", code="invalid_box", argument="box")
