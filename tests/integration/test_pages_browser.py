@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from servers import port_open
+from service_checks import require_service
 from test_serve import ASSETS, ROOT, _cli, serve  # noqa: F401 - serve is a fixture
 
 pytestmark = pytest.mark.integration
@@ -40,11 +41,8 @@ def _need_browser() -> None:
         import selenium  # noqa: F401
     except ImportError:
         missing.append("the selenium package")
-    if missing:
-        msg = f"browser test needs {missing} (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_service(f"browser test needs {missing} (apt-get install chromium chromium-driver)"
+                    if missing else None)
 
 
 class Browser:

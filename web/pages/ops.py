@@ -3,6 +3,7 @@ here), jobs by status with filters, one job's timeline with retry and cancel, we
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,20 +159,26 @@ def ops_job(job_id: str, error: TryOnError | None = None) -> Any:
     return (html, error.http_status) if error is not None else html
 
 
-@bp.post("/ops/jobs/<job_id>/retry")
-@roles(Role.OPS)
-def ops_retry(job_id: str) -> Any:
-    from web.api.ops import retry_and_publish
-
+def _job_action(job_id: str, action: Callable[[], object]) -> Any:
+    """Run ``action`` on an existing job, then back to its page; a refusal the user can act on
+    (4xx, e.g. job_not_cancelable) is shown on that page, a server error propagates."""
     _job(job_id)
     try:
-        retry_and_publish(job_id)
+        action()
     except TryOnError as exc:
         if exc.http_status >= 500:
             raise
         db_session().rollback()
         return ops_job(job_id, error=exc)
     return redirect(url_for("pages.ops_job", job_id=job_id))
+
+
+@bp.post("/ops/jobs/<job_id>/retry")
+@roles(Role.OPS)
+def ops_retry(job_id: str) -> Any:
+    from web.api.ops import retry_and_publish
+
+    return _job_action(job_id, lambda: retry_and_publish(job_id))
 
 
 @bp.post("/ops/jobs/<job_id>/cancel")
@@ -179,16 +186,11 @@ def ops_retry(job_id: str) -> Any:
 def ops_cancel(job_id: str) -> Any:
     from tryon.records.jobs import cancel_job
 
-    _job(job_id)
-    try:
+    def cancel() -> None:
         cancel_job(db_session(), job_id)
         db_session().commit()
-    except TryOnError as exc:
-        if exc.http_status >= 500:
-            raise
-        db_session().rollback()
-        return ops_job(job_id, error=exc)
-    return redirect(url_for("pages.ops_job", job_id=job_id))
+
+    return _job_action(job_id, cancel)
 
 
 @bp.get("/ops/webhooks")

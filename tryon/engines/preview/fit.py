@@ -116,6 +116,25 @@ class Body:
         behind must not mirror the garment."""
         return (left, right) if self.lm[left, 0] <= self.lm[right, 0] else (right, left)
 
+    def pair_frame(self, left: int, right: int, what: str, min_length: float) -> tuple[
+            int, int, NDArray[np.float64], NDArray[np.float64], float, NDArray[np.float64],
+            NDArray[np.float64]]:
+        """The frame a pair of joints (shoulders, hips) sets: ``(a, b, pa, pb, length, u, n)``
+        with ``a``/``b`` the image-left/right indices and their points, the distance between
+        them, ``u`` the unit vector from a to b and ``n`` its normal pointing down the body.
+        PoseNotUsableError when a joint is not visible or they are under ``min_length`` apart."""
+        self.require((left, right), what)
+        a, b = self.sides(left, right)
+        pa, pb = self.pt(a), self.pt(b)
+        length = float(np.hypot(*(pb - pa)))
+        if length < min_length:
+            raise PoseNotUsableError("The body is too small or seen side-on in the photo.")
+        u = (pb - pa) / length
+        n = np.array([-u[1], u[0]])
+        if n[1] < 0:
+            n = -n
+        return a, b, pa, pb, length, u, n
+
 
 def _unit(v: NDArray[np.float64]) -> NDArray[np.float64]:
     return v / max(float(np.hypot(*v)), 1e-6)
@@ -209,16 +228,7 @@ def top_parts(kp: TopKeypoints, landmarks: NDArray[np.float32], box: Box,
     """Parts of a top or a dress, back to front: the body, then each sleeve along its arm.
     ``width``: the garment image's width."""
     body = Body(landmarks, size)
-    body.require((L_SHOULDER, R_SHOULDER), "shoulders")
-    sa, sb = body.sides(L_SHOULDER, R_SHOULDER)
-    pa, pb = body.pt(sa), body.pt(sb)
-    sw = float(np.hypot(*(pb - pa)))
-    if sw < 4.0:
-        raise PoseNotUsableError("The body is too small or seen side-on in the photo.")
-    u = (pb - pa) / sw
-    n = np.array([-u[1], u[0]])  # down the body
-    if n[1] < 0:
-        n = -n
+    sa, sb, pa, pb, sw, u, n = body.pair_frame(L_SHOULDER, R_SHOULDER, "shoulders", 4.0)
     mid_s = (pa + pb) / 2.0
     hips_seen = body.visible(L_HIP) and body.visible(R_HIP)
     if hips_seen:
@@ -299,16 +309,7 @@ def bottom_parts(kp: BottomKeypoints, landmarks: NDArray[np.float32], box: Box,
                  size: tuple[int, int], var: FitVariation, width: int) -> list[Part]:
     """Parts of trousers (one per leg, the farther leg first) or a skirt (one part)."""
     body = Body(landmarks, size)
-    body.require((L_HIP, R_HIP), "hips")
-    ha, hb = body.sides(L_HIP, R_HIP)
-    pa, pb = body.pt(ha), body.pt(hb)
-    hw = float(np.hypot(*(pb - pa)))
-    if hw < 3.0:
-        raise PoseNotUsableError("The body is too small or seen side-on in the photo.")
-    u = (pb - pa) / hw
-    n = np.array([-u[1], u[0]])
-    if n[1] < 0:
-        n = -n
+    ha, hb, pa, pb, hw, u, n = body.pair_frame(L_HIP, R_HIP, "hips", 3.0)
     knees = {L_HIP: (L_KNEE, L_ANKLE), R_HIP: (R_KNEE, R_ANKLE)}
     mid_h = (pa + pb) / 2.0
     # seen side-on the hip joints overlap: the thigh's length bounds the body's width from below
